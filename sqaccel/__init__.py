@@ -1,0 +1,1 @@
+"""sqaccel: Subset Quantization to a verified shift-add FPGA accelerator."""

@@ -1,0 +1,5 @@
+import sys
+
+from sqaccel.cli import main
+
+sys.exit(main())

@@ -1,0 +1,298 @@
+"""The one configuration object of the project.
+
+The generator (``sqaccel.hw``), the golden model (``sqaccel.sw``) and the testbenches
+(``sqaccel.sim``) all read widths, tables and shift sets from here; nothing below repeats
+them. ``docs/arithmetic.md`` is the prose form of what this module computes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from sqaccel.errors import SqaccelError
+
+SUPPORTED_ACT_BITS = (4, 8)
+SUPPORTED_WEIGHT_BITS = (2, 3, 4)
+PE_KINDS = ("shift", "mult")
+STEP_TABLE_MODES = ("layer", "channel")
+
+# Requantisation multiplier and shift widths (docs/arithmetic.md, "Requantisation").
+REQUANT_M_BITS = 16
+REQUANT_S_BITS = 6
+REQUANT_S_MIN = 1
+REQUANT_S_MAX = (1 << REQUANT_S_BITS) - 1
+
+
+class ConfigError(SqaccelError):
+    """A configuration the toolchain or the hardware cannot honour."""
+
+
+@dataclass(frozen=True)
+class UniversalSet:
+    """The universal set U of SQ magnitudes, as one exponent set per term.
+
+    A magnitude is ``sum_t 2**-e_t / T`` with ``e_t`` drawn from ``exponents[t]`` or absent
+    (the term is off). The default is the paper's set: T = 2, {0, 1, 3} and {0, 2, 4},
+    which gives 15 distinct magnitudes.
+    """
+
+    exponents: tuple[tuple[int, ...], ...] = ((0, 1, 3), (0, 2, 4))
+
+    def __post_init__(self) -> None:
+        if not self.exponents:
+            raise ConfigError("universal set: needs at least one term")
+        for t, exps in enumerate(self.exponents):
+            if not exps:
+                raise ConfigError(f"universal set: term {t} has no exponent")
+            if len(set(exps)) != len(exps):
+                raise ConfigError(f"universal set: term {t} repeats an exponent: {exps}")
+            if any(e < 0 for e in exps):
+                raise ConfigError(f"universal set: term {t} has a negative exponent: {exps}")
+
+    @property
+    def terms(self) -> int:
+        return len(self.exponents)
+
+    @cached_property
+    def max_exponent(self) -> int:
+        return max(max(e) for e in self.exponents)
+
+    @cached_property
+    def shift_sets(self) -> tuple[tuple[int, ...], ...]:
+        """Left-shift amounts per term: exponent e becomes shift ``max_exponent - e``."""
+        return tuple(tuple(self.max_exponent - e for e in exps) for exps in self.exponents)
+
+    @cached_property
+    def selector_bits(self) -> tuple[int, ...]:
+        """Bits of each term's selector; selector value ``len(set)`` means the term is off."""
+        return tuple(max(1, math.ceil(math.log2(len(s) + 1))) for s in self.shift_sets)
+
+    @cached_property
+    def scale(self) -> int:
+        """Integer magnitude = real magnitude * scale (32 for the default set)."""
+        return self.terms * (1 << self.max_exponent)
+
+    @cached_property
+    def _members(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        # Generation order: term 0 major, the last term minor, each term's exponents in the
+        # order given and "off" last; the first occurrence of a value keeps its selectors.
+        # That order is the candidate pool's order and so decides ties in the search.
+        seen: dict[int, tuple[int, ...]] = {}
+        choices = [list(range(len(s) + 1)) for s in self.shift_sets]
+
+        def walk(t: int, sel: tuple[int, ...]) -> None:
+            if t == self.terms:
+                value = sum(
+                    1 << self.shift_sets[i][s]
+                    for i, s in enumerate(sel)
+                    if s < len(self.shift_sets[i])
+                )
+                seen.setdefault(value, sel)
+                return
+            for s in choices[t]:
+                walk(t + 1, sel + (s,))
+
+        walk(0, ())
+        return tuple(seen.items())
+
+    @cached_property
+    def int_magnitudes(self) -> tuple[int, ...]:
+        """The members as integers (real magnitude * ``scale``), in generation order."""
+        return tuple(v for v, _ in self._members)
+
+    @cached_property
+    def selectors(self) -> tuple[tuple[int, ...], ...]:
+        """Per member, the shift selector of each term (``len(set)`` = off)."""
+        return tuple(s for _, s in self._members)
+
+    @cached_property
+    def magnitudes(self) -> tuple[float, ...]:
+        """The members as real magnitudes in [0, 1], in generation order."""
+        return tuple(v / self.scale for v in self.int_magnitudes)
+
+    @property
+    def size(self) -> int:
+        return len(self._members)
+
+    @cached_property
+    def max_int_magnitude(self) -> int:
+        return max(self.int_magnitudes)
+
+    @cached_property
+    def step_entry_bits(self) -> int:
+        return sum(self.selector_bits)
+
+    def step_entry(self, member: int) -> int:
+        """The step-table word of universal-set member ``member``: term 0 in the low bits."""
+        word, pos = 0, 0
+        for sel, bits in zip(self.selectors[member], self.selector_bits, strict=True):
+            word |= sel << pos
+            pos += bits
+        return word
+
+    def decode_step_entry(self, word: int) -> int:
+        """Integer magnitude selected by a step-table word; refuses a selector out of range."""
+        value, pos = 0, 0
+        for t, bits in enumerate(self.selector_bits):
+            sel = (word >> pos) & ((1 << bits) - 1)
+            pos += bits
+            if sel > len(self.shift_sets[t]):
+                raise ConfigError(
+                    f"step entry {word:#x}: term {t} selector {sel} is outside its shift set "
+                    f"{self.shift_sets[t]} (+off)"
+                )
+            if sel < len(self.shift_sets[t]):
+                value += 1 << self.shift_sets[t][sel]
+        if word >> pos:
+            raise ConfigError(f"step entry {word:#x} is wider than {pos} bits")
+        return value
+
+    def to_dict(self) -> dict:
+        return {"exponents": [list(e) for e in self.exponents]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> UniversalSet:
+        return cls(tuple(tuple(int(x) for x in e) for e in d["exponents"]))
+
+
+def bits_for_unsigned(value: int) -> int:
+    return max(1, int(value).bit_length())
+
+
+@dataclass(frozen=True)
+class AccelConfig:
+    """Array shape, arithmetic widths and buffer sizes of one accelerator build."""
+
+    rows: int = 8
+    cols: int = 8
+    act_bits: int = 8
+    weight_bits: int = 4
+    k_max: int = 1024
+    pe: str = "shift"
+    step_tables: str = "channel"
+    universal: UniversalSet = field(default_factory=UniversalSet)
+    # Buffer depths, in words (see docs/arithmetic.md, "Memory images").
+    act_depth: int = 4096
+    weight_depth: int = 4096
+    n_max: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols", "k_max", "act_depth", "weight_depth", "n_max"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"config: {name} must be an integer >= 1, got {v!r}")
+        if self.act_bits not in SUPPORTED_ACT_BITS:
+            raise ConfigError(
+                f"config: act_bits must be one of {SUPPORTED_ACT_BITS}, got {self.act_bits}"
+            )
+        if self.weight_bits not in SUPPORTED_WEIGHT_BITS:
+            raise ConfigError(
+                f"config: weight_bits must be one of {SUPPORTED_WEIGHT_BITS}, "
+                f"got {self.weight_bits}"
+            )
+        if self.pe not in PE_KINDS:
+            raise ConfigError(f"config: pe must be one of {PE_KINDS}, got {self.pe!r}")
+        if self.step_tables not in STEP_TABLE_MODES:
+            raise ConfigError(
+                f"config: step_tables must be one of {STEP_TABLE_MODES}, got {self.step_tables!r}"
+            )
+        if self.universal.size < self.levels:
+            raise ConfigError(
+                f"config: the universal set has {self.universal.size} magnitudes, fewer than "
+                f"the {self.levels} levels of {self.weight_bits}-bit weights"
+            )
+
+    # -- weights -----------------------------------------------------------------------
+    @property
+    def levels(self) -> int:
+        """Step-table entries per table: 2**(b-1)."""
+        return 1 << (self.weight_bits - 1)
+
+    @property
+    def index_bits(self) -> int:
+        return self.weight_bits - 1
+
+    @property
+    def max_weight_int(self) -> int:
+        """Largest |integer weight| either PE kind can present to the accumulator."""
+        # A two's-complement b-bit code reaches -2**(b-1).
+        uniform = 1 << (self.weight_bits - 1)
+        return max(self.universal.max_int_magnitude, uniform)
+
+    # -- activations and accumulator ---------------------------------------------------
+    @property
+    def act_max(self) -> int:
+        return (1 << self.act_bits) - 1
+
+    @property
+    def max_abs_sum(self) -> int:
+        """Largest |sum of K_max products|."""
+        return self.k_max * self.act_max * self.max_weight_int
+
+    @property
+    def bias_max(self) -> int:
+        """Bias magnitude limit: as large as the largest sum of products."""
+        return self.max_abs_sum
+
+    @property
+    def acc_bits(self) -> int:
+        """Signed accumulator width: |bias| + |sum| <= 2 * max_abs_sum, plus the sign."""
+        return bits_for_unsigned(self.max_abs_sum + self.bias_max) + 1
+
+    @property
+    def requant_m_bits(self) -> int:
+        return REQUANT_M_BITS
+
+    @property
+    def requant_s_bits(self) -> int:
+        return REQUANT_S_BITS
+
+    # -- serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["universal"] = self.universal.to_dict()
+        d["derived"] = {
+            "levels": self.levels,
+            "acc_bits": self.acc_bits,
+            "step_entry_bits": self.universal.step_entry_bits,
+            "universal_int_magnitudes": list(self.universal.int_magnitudes),
+            "universal_scale": self.universal.scale,
+            "shift_sets": [list(s) for s in self.universal.shift_sets],
+            "requant_m_bits": REQUANT_M_BITS,
+            "requant_s_bits": REQUANT_S_BITS,
+        }
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AccelConfig:
+        d = {k: v for k, v in d.items() if k != "derived"}
+        if "universal" in d:
+            d["universal"] = UniversalSet.from_dict(d["universal"])
+        try:
+            return cls(**d)
+        except TypeError as e:
+            raise ConfigError(f"config: {e}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AccelConfig:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(d)
+
+    def name(self) -> str:
+        return (
+            f"{self.rows}x{self.cols}_a{self.act_bits}_w{self.weight_bits}_{self.pe}"
+            f"_k{self.k_max}"
+        )

@@ -1,0 +1,168 @@
+"""The integer arithmetic of docs/arithmetic.md, as functions.
+
+Everything that the RTL must reproduce bit for bit is computed here, on int64 torch
+tensors: weight-code decoding, the GEMM with bias, requantisation and the choice of the
+requantisation multiplier. The golden model, the hardware unit tests and the cosimulation
+checkers call these functions; none of them re-types a formula.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sqaccel.config import (
+    REQUANT_M_BITS,
+    REQUANT_S_MAX,
+    REQUANT_S_MIN,
+    AccelConfig,
+    ConfigError,
+    UniversalSet,
+)
+from sqaccel.errors import SqaccelError
+
+
+class OperandError(SqaccelError):
+    """Operands outside what the contract allows (K > K_max, an activation out of range...)."""
+
+
+def as_i64(t) -> torch.Tensor:
+    return torch.as_tensor(t).to(torch.int64)
+
+
+# -- weight codes ------------------------------------------------------------------------
+
+
+def split_code(codes: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sign, index) of b-bit shift-add codes: the top bit is the sign (1 = subtract)."""
+    codes = as_i64(codes)
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= 1 << bits):
+        raise OperandError(f"weight code outside 0..{(1 << bits) - 1}")
+    return (codes >> (bits - 1)) & 1, codes & ((1 << (bits - 1)) - 1)
+
+
+def table_magnitudes(tables: torch.Tensor, universal: UniversalSet) -> torch.Tensor:
+    """Integer magnitudes selected by step-table words (any shape)."""
+    flat = [universal.decode_step_entry(int(w)) for w in as_i64(tables).flatten().tolist()]
+    return torch.tensor(flat, dtype=torch.int64).reshape(as_i64(tables).shape)
+
+
+def decode_shift_weights(
+    codes: torch.Tensor, tables: torch.Tensor, bits: int, universal: UniversalSet
+) -> torch.Tensor:
+    """Signed integer weights of a GEMM operand.
+
+    ``codes`` is [K, N] (column n is output channel n) and ``tables`` is [N, 2**(bits-1)]:
+    the step table that column n uses. The result is what the shift-add PE adds or
+    subtracts: ``(x << s1) + (x << s2)`` is ``x * magnitude``.
+    """
+    sign, index = split_code(codes, bits)
+    mags = table_magnitudes(tables, universal)
+    if mags.shape[-1] != 1 << (bits - 1):
+        raise OperandError(
+            f"step table has {mags.shape[-1]} entries, {bits}-bit codes need {1 << (bits - 1)}"
+        )
+    if mags.shape[0] != codes.shape[1]:
+        raise OperandError(f"{mags.shape[0]} step tables for {codes.shape[1]} columns")
+    mag = torch.gather(mags, 1, index.T.contiguous()).T
+    return torch.where(sign.bool(), -mag, mag)
+
+
+def decode_mult_weights(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Signed integer weights of the multiplier PE: two's-complement b-bit codes."""
+    codes = as_i64(codes)
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= 1 << bits):
+        raise OperandError(f"weight code outside 0..{(1 << bits) - 1}")
+    return torch.where(codes >= 1 << (bits - 1), codes - (1 << bits), codes)
+
+
+def encode_mult_weights(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Two's-complement b-bit codes of signed integer weights."""
+    w = as_i64(w)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if w.numel() and (int(w.min()) < lo or int(w.max()) > hi):
+        raise OperandError(f"integer weight outside {lo}..{hi}")
+    return w & ((1 << bits) - 1)
+
+
+def widen_shift_codes(codes: torch.Tensor, from_bits: int, to_bits: int) -> torch.Tensor:
+    """Re-encode b-bit shift-add codes for a wider array: sign to the new top bit."""
+    sign, index = split_code(codes, from_bits)
+    return (sign << (to_bits - 1)) | index
+
+
+def widen_tables(tables: torch.Tensor, from_bits: int, to_bits: int) -> torch.Tensor:
+    """Pad step tables to 2**(to_bits-1) entries with the all-off word (magnitude 0)."""
+    tables = as_i64(tables)
+    pad = (1 << (to_bits - 1)) - (1 << (from_bits - 1))
+    return torch.nn.functional.pad(tables, (0, pad), value=0) if pad else tables
+
+
+def off_entry(universal: UniversalSet) -> int:
+    """The step-table word with every term off (magnitude 0)."""
+    word, pos = 0, 0
+    for s, b in zip(universal.shift_sets, universal.selector_bits, strict=True):
+        word |= len(s) << pos
+        pos += b
+    return word
+
+
+# -- GEMM, requantisation ----------------------------------------------------------------
+
+
+def check_gemm_operands(
+    x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, cfg: AccelConfig
+) -> None:
+    if x.dim() != 2 or w.dim() != 2 or x.shape[1] != w.shape[0]:
+        raise OperandError(f"GEMM shapes do not chain: X {tuple(x.shape)}, W {tuple(w.shape)}")
+    k = x.shape[1]
+    if k > cfg.k_max:
+        raise OperandError(f"GEMM with K = {k} exceeds K_max = {cfg.k_max}")
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) > cfg.act_max):
+        raise OperandError(f"activation outside 0..{cfg.act_max} ({cfg.act_bits}-bit)")
+    if w.numel() and int(w.abs().max()) > cfg.max_weight_int:
+        raise OperandError(f"|weight| above {cfg.max_weight_int}")
+    if bias.shape != (w.shape[1],):
+        raise OperandError(f"bias shape {tuple(bias.shape)} for {w.shape[1]} columns")
+    if bias.numel() and int(bias.abs().max()) > cfg.bias_max:
+        raise OperandError(f"|bias| above {cfg.bias_max}")
+
+
+def gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, cfg: AccelConfig) -> torch.Tensor:
+    """acc[m, n] = bias[n] + sum_k x[m, k] * w[k, n], exact in int64."""
+    x, w, bias = as_i64(x), as_i64(w), as_i64(bias)
+    check_gemm_operands(x, w, bias, cfg)
+    return bias.unsqueeze(0) + x @ w
+
+
+def requant(
+    acc: torch.Tensor, m: torch.Tensor, s: torch.Tensor, act_bits: int, relu: bool = True
+) -> torch.Tensor:
+    """y = clamp((acc * M + 2**(S-1)) >> S, 0, 2**A - 1), M and S per column (last dim).
+
+    Without ReLU the layer's output is the raw accumulator (the logits).
+    """
+    acc = as_i64(acc)
+    if not relu:
+        return acc
+    m, s = as_i64(m), as_i64(s)
+    y = (acc * m + (torch.ones_like(s) << (s - 1))) >> s
+    return y.clamp(0, (1 << act_bits) - 1)
+
+
+def choose_requant(scale: float) -> tuple[int, int]:
+    """Integer (M, S) with M / 2**S = scale within 2**-16 relative, M in [2**15, 2**16)."""
+    if not math.isfinite(scale) or scale <= 0:
+        raise ConfigError(f"requantisation scale must be finite and > 0, got {scale!r}")
+    mant, exp = math.frexp(scale)  # scale = mant * 2**exp, mant in [0.5, 1)
+    s = REQUANT_M_BITS - exp
+    m = round(mant * (1 << REQUANT_M_BITS))
+    if m == 1 << REQUANT_M_BITS:
+        m, s = m >> 1, s - 1
+    if not REQUANT_S_MIN <= s <= REQUANT_S_MAX:
+        raise ConfigError(
+            f"requantisation scale {scale:.3e} needs shift {s}, outside "
+            f"{REQUANT_S_MIN}..{REQUANT_S_MAX}"
+        )
+    return m, s

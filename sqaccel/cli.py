@@ -20,7 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify-images": ("sqaccel.sw.images_cmd", "re-read images and re-run the golden model"),
     "verilog": ("sqaccel.hw.verilog_cmd", "generate the accelerator's Verilog"),
     "synth": ("sqaccel.hw.synth_cmd", "synthesise and place-and-route for an FPGA"),
-    "demo": ("sqaccel.sw.demo", "run the main job on the offline default"),
+    "demo": ("sqaccel.demo", "run the main job on the offline default"),
+    "report": ("sqaccel.report", "write the report of the last run"),
 }
 
 

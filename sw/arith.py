@@ -92,11 +92,14 @@ def widen_shift_codes(codes: torch.Tensor, from_bits: int, to_bits: int) -> torc
     return (sign << (to_bits - 1)) | index
 
 
-def widen_tables(tables: torch.Tensor, from_bits: int, to_bits: int) -> torch.Tensor:
+def widen_tables(
+    tables: torch.Tensor, from_bits: int, to_bits: int, universal: UniversalSet | None = None
+) -> torch.Tensor:
     """Pad step tables to 2**(to_bits-1) entries with the all-off word (magnitude 0)."""
     tables = as_i64(tables)
     pad = (1 << (to_bits - 1)) - (1 << (from_bits - 1))
-    return torch.nn.functional.pad(tables, (0, pad), value=0) if pad else tables
+    fill = off_entry(universal if universal is not None else UniversalSet())
+    return torch.nn.functional.pad(tables, (0, pad), value=fill) if pad else tables
 
 
 def off_entry(universal: UniversalSet) -> int:

@@ -1,0 +1,136 @@
+"""Processing elements: the shift-add PE and the multiplier PE, with one signature.
+
+Both PEs take an A-bit unsigned activation ``x``, a weight operand ``w``, the flags ``en``
+and ``first`` and a bias, and keep a signed ``acc_bits`` accumulator. They are pipelined in
+two stages so that no path runs from the PE's inputs through the product into the
+accumulator in one cycle:
+
+- stage 1 (the cycle ``x``, ``w``, ``en``, ``first`` are presented): the product, registered;
+- stage 2 (the next cycle): ``acc <= (first ? bias : acc) + product`` when ``en`` was set.
+
+``acc`` shows the sum ``LATENCY`` cycles after the operands. ``bias`` is read in stage 2,
+i.e. one cycle after the ``first`` operands; the array holds each column's bias in a register
+that changes at the right cycle, so the PEs need no bias register of their own.
+
+Weight operand (docs/hardware.md, "PE operand formats"):
+
+- shift PE: ``shift_operand_layout(cfg)``: bit 0 the sign (1 = subtract), then the step-table
+  word of the weight's column (term 0's selector in the low bits); the code -> step-word
+  lookup happens once per column, outside the PEs;
+- multiplier PE: the b-bit two's-complement weight code, ``signed(b)``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from sqaccel.config import AccelConfig
+
+LATENCY = 2  # cycles from the operands to the accumulator showing their product
+
+
+def shift_operand_layout(cfg: AccelConfig) -> data.StructLayout:
+    """Weight operand of the shift-add PE: sign (bit 0), then the step-table word."""
+    return data.StructLayout({"sign": 1, "step": cfg.universal.step_entry_bits})
+
+
+def weight_operand_shape(cfg: AccelConfig):
+    """The PE's weight operand: its width depends on the PE kind."""
+    if cfg.pe == "shift":
+        return shift_operand_layout(cfg)
+    return signed(cfg.weight_bits)
+
+
+def magnitude_bits(cfg: AccelConfig) -> int:
+    """Width of the shift-add PE's unsigned term sum: x * largest magnitude fits in it."""
+    return (cfg.act_max * cfg.universal.max_int_magnitude).bit_length()
+
+
+class PESignature(wiring.Signature):
+    def __init__(self, cfg: AccelConfig):
+        super().__init__({
+            "x": In(unsigned(cfg.act_bits)),
+            "w": In(weight_operand_shape(cfg)),
+            "en": In(1),
+            "first": In(1),
+            "bias": In(signed(cfg.acc_bits)),
+            "acc": Out(signed(cfg.acc_bits)),
+        })
+
+
+class _PEBase(wiring.Component):
+    latency = LATENCY
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        super().__init__(PESignature(cfg))
+
+    def _accumulate(self, m: Module, addend) -> None:
+        """Stage 2, shared by both kinds: ``acc <= (first ? bias : acc) + addend``."""
+        en1, first1 = Signal(), Signal()
+        m.d.sync += [en1.eq(self.en), first1.eq(self.first)]
+        base = Mux(first1, self.bias, self.acc)
+        with m.If(en1):
+            m.d.sync += self.acc.eq(base + addend)
+
+
+class ShiftAddPE(_PEBase):
+    """x * (sum of per-term shifts of x), added or subtracted; no multiplier."""
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        u = cfg.universal
+        acc_bits = cfg.acc_bits
+
+        # Stage 1: one (len(set)+1)-way shift per term, the terms added.
+        terms = []
+        pos = 0
+        for t, (shifts, sel_bits) in enumerate(zip(u.shift_sets, u.selector_bits, strict=True)):
+            sel = self.w.step[pos : pos + sel_bits]
+            pos += sel_bits
+            term = Signal(unsigned(cfg.act_bits + max(shifts)), name=f"term{t}")
+            with m.Switch(sel):
+                for s_idx, sh in enumerate(shifts):
+                    with m.Case(s_idx):
+                        m.d.comb += term.eq(self.x << sh)
+                with m.Default():  # selector len(set) = off (larger ones are refused upstream)
+                    m.d.comb += term.eq(0)
+            terms.append(term)
+        mag_bits = magnitude_bits(cfg)
+        mag = Signal(unsigned(mag_bits))
+        neg = Signal()
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        m.d.sync += [mag.eq(total), neg.eq(self.w.sign)]
+
+        # Stage 2: the sign as invert + carry-in: acc + (mag ^ s) + s.
+        mag_ext = Cat(mag, Const(0, acc_bits - mag_bits))
+        flipped = (mag_ext ^ neg.replicate(acc_bits)).as_signed()
+        self._accumulate(m, flipped + neg)
+        return m
+
+
+class MultPE(_PEBase):
+    """x * w with a genuine multiplier: A-bit unsigned times b-bit two's complement."""
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        prod = Signal(signed(cfg.act_bits + cfg.weight_bits + 1))
+        m.d.sync += prod.eq(self.x * self.w)
+        self._accumulate(m, prod)
+        return m
+
+
+def make_pe(cfg: AccelConfig) -> _PEBase:
+    """The PE of ``cfg.pe``."""
+    return ShiftAddPE(cfg) if cfg.pe == "shift" else MultPE(cfg)
+
+
+def pe_class(cfg: AccelConfig) -> type[_PEBase]:
+    return ShiftAddPE if cfg.pe == "shift" else MultPE
+

@@ -1,0 +1,235 @@
+"""8N1 UART receiver and transmitter with byte streams, and the packet (de)serialisers
+that carry wide stream payloads over them, least significant byte first.
+
+The host link of the board top (``sqaccel.hw.board``): the receiver turns the serial line
+into a stream of bytes, ``BytesToWords`` packs ``ceil(width / 8)`` bytes into one payload,
+``WordsToBytes`` and the transmitter send a payload back the same way. docs/synthesis.md
+documents the wire format.
+"""
+
+from __future__ import annotations
+
+from amaranth import Module, Shape, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.cdc import FFSynchronizer
+from amaranth.lib.wiring import In, Out
+
+from sqaccel.errors import SqaccelError
+
+BYTE = 8
+
+
+def baud_divisor(clk_hz: int, baud: int) -> int:
+    """Clock cycles per bit; refuses a rate the clock cannot sample (< 4 cycles per bit)
+    or cannot hit within 2 % (a UART tolerates about 4 % over a 10-bit frame)."""
+    if clk_hz <= 0 or baud <= 0:
+        raise SqaccelError(f"uart: clock {clk_hz} Hz and baud {baud} must be positive")
+    div = round(clk_hz / baud)
+    if div < 4:
+        raise SqaccelError(f"uart: {baud} baud needs at least 4 clocks per bit at {clk_hz} Hz")
+    error = abs(clk_hz / div - baud) / baud
+    if error > 0.02:
+        raise SqaccelError(
+            f"uart: {baud} baud from a {clk_hz} Hz clock is off by {error:.1%} (limit 2%)"
+        )
+    return div
+
+
+def payload_width(sig: stream.Signature) -> int:
+    """Bit width of a stream signature's payload (a plain shape or a data layout)."""
+    return Shape.cast(sig.members["payload"].shape).width
+
+
+class UARTRx(wiring.Component):
+    """8N1 receiver: samples each bit in its middle, emits one byte per valid frame.
+
+    A frame whose stop bit is 0 is dropped and pulses ``frame_error``; a byte that
+    arrives while the previous one still waits on ``bytes`` is dropped and pulses
+    ``overrun``.
+    """
+
+    def __init__(self, divisor: int) -> None:
+        if divisor < 4:
+            raise SqaccelError(f"uart rx: divisor {divisor} is below 4 clocks per bit")
+        self.divisor = divisor
+        super().__init__(
+            {
+                "rx": In(1, init=1),
+                "bytes": Out(stream.Signature(BYTE)),
+                "frame_error": Out(1),
+                "overrun": Out(1),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        rx = Signal(init=1)
+        m.submodules.sync_rx = FFSynchronizer(self.rx, rx, init=1)
+
+        timer = Signal(range(self.divisor))
+        bit = Signal(range(BYTE))
+        shreg = Signal(BYTE)
+
+        with m.If(self.bytes.ready):
+            m.d.sync += self.bytes.valid.eq(0)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(~rx):
+                    m.d.sync += timer.eq(self.divisor // 2 - 1)
+                    m.next = "START"
+            with m.State("START"):
+                with m.If(timer == 0):
+                    # A start bit still low in its middle; a glitch otherwise.
+                    with m.If(~rx):
+                        m.d.sync += [timer.eq(self.divisor - 1), bit.eq(0)]
+                        m.next = "DATA"
+                    with m.Else():
+                        m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += timer.eq(timer - 1)
+            with m.State("DATA"):
+                with m.If(timer == 0):
+                    m.d.sync += [
+                        shreg.eq((shreg >> 1) | (rx << (BYTE - 1))),
+                        timer.eq(self.divisor - 1),
+                        bit.eq(bit + 1),
+                    ]
+                    with m.If(bit == BYTE - 1):
+                        m.next = "STOP"
+                with m.Else():
+                    m.d.sync += timer.eq(timer - 1)
+            with m.State("STOP"):
+                with m.If(timer == 0):
+                    with m.If(~rx):
+                        m.d.comb += self.frame_error.eq(1)
+                        m.next = "BREAK"
+                    with m.Elif(self.bytes.valid & ~self.bytes.ready):
+                        m.d.comb += self.overrun.eq(1)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += [self.bytes.payload.eq(shreg), self.bytes.valid.eq(1)]
+                        m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += timer.eq(timer - 1)
+            with m.State("BREAK"):
+                # Wait for the line to go idle before looking for the next start bit.
+                with m.If(rx):
+                    m.next = "IDLE"
+        return m
+
+
+class UARTTx(wiring.Component):
+    """8N1 transmitter: takes one byte from ``bytes`` per frame; ``tx`` idles high."""
+
+    def __init__(self, divisor: int) -> None:
+        if divisor < 4:
+            raise SqaccelError(f"uart tx: divisor {divisor} is below 4 clocks per bit")
+        self.divisor = divisor
+        super().__init__({"bytes": In(stream.Signature(BYTE)), "tx": Out(1, init=1)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        timer = Signal(range(self.divisor))
+        # Start bit, 8 data bits, stop bit; shifted out LSB first.
+        frame = Signal(BYTE + 2, init=(1 << (BYTE + 2)) - 1)
+        left = Signal(range(BYTE + 3))
+
+        m.d.comb += self.tx.eq(frame[0])
+        with m.If(left == 0):
+            m.d.comb += self.bytes.ready.eq(1)
+            with m.If(self.bytes.valid):
+                m.d.sync += [
+                    frame.eq((self.bytes.payload << 1) | (1 << (BYTE + 1))),
+                    left.eq(BYTE + 2),
+                    timer.eq(self.divisor - 1),
+                ]
+        with m.Elif(timer == 0):
+            m.d.sync += [
+                frame.eq((frame >> 1) | (1 << (BYTE + 1))),
+                left.eq(left - 1),
+                timer.eq(self.divisor - 1),
+            ]
+        with m.Else():
+            m.d.sync += timer.eq(timer - 1)
+        return m
+
+
+class BytesToWords(wiring.Component):
+    """Packs ``ceil(width / 8)`` bytes, least significant first, into one ``width``-bit word.
+
+    With ``timeout`` > 0, a gap of more than ``timeout`` clock cycles between two bytes of
+    one word discards the bytes received so far, so that a host can always resynchronise
+    by pausing. Surplus bits of the last byte are ignored.
+    """
+
+    def __init__(self, width: int, *, timeout: int = 0) -> None:
+        if width < 1:
+            raise SqaccelError(f"bytes-to-words: width must be >= 1, got {width}")
+        self.width = width
+        self.n_bytes = -(-width // BYTE)
+        self.timeout = timeout
+        super().__init__(
+            {
+                "bytes": In(stream.Signature(BYTE)),
+                "words": Out(stream.Signature(width)),
+                "dropped": Out(1),
+            }
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        n = self.n_bytes
+        shreg = Signal(n * BYTE)
+        count = Signal(range(n + 1))
+
+        m.d.comb += [self.words.payload.eq(shreg[: self.width]), self.words.valid.eq(count == n)]
+        with m.If(self.words.valid & self.words.ready):
+            m.d.sync += count.eq(0)
+        m.d.comb += self.bytes.ready.eq(count != n)
+        with m.If(self.bytes.valid & self.bytes.ready):
+            # New bytes enter at the top: after n of them the first sits in the low bits.
+            m.d.sync += [
+                shreg.eq((shreg >> BYTE) | (self.bytes.payload << ((n - 1) * BYTE))),
+                count.eq(count + 1),
+            ]
+
+        if self.timeout > 0 and n > 1:
+            idle = Signal(range(self.timeout + 1))
+            with m.If((count == 0) | (count == n) | self.bytes.valid):
+                m.d.sync += idle.eq(0)
+            with m.Elif(idle == self.timeout):
+                m.d.sync += [count.eq(0), idle.eq(0)]
+                m.d.comb += self.dropped.eq(1)
+            with m.Else():
+                m.d.sync += idle.eq(idle + 1)
+        return m
+
+
+class WordsToBytes(wiring.Component):
+    """Sends each ``width``-bit word as ``ceil(width / 8)`` bytes, least significant first;
+    bits past ``width`` in the last byte are 0 (the word is zero-extended)."""
+
+    def __init__(self, width: int) -> None:
+        if width < 1:
+            raise SqaccelError(f"words-to-bytes: width must be >= 1, got {width}")
+        self.width = width
+        self.n_bytes = -(-width // BYTE)
+        super().__init__(
+            {"words": In(stream.Signature(width)), "bytes": Out(stream.Signature(BYTE))}
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        n = self.n_bytes
+        shreg = Signal(n * BYTE)
+        left = Signal(range(n + 1))
+
+        m.d.comb += [self.bytes.payload.eq(shreg[:BYTE]), self.bytes.valid.eq(left != 0)]
+        m.d.comb += self.words.ready.eq(left == 0)
+        with m.If(self.words.valid & self.words.ready):
+            m.d.sync += [shreg.eq(self.words.payload), left.eq(n)]
+        with m.Elif(self.bytes.valid & self.bytes.ready):
+            m.d.sync += [shreg.eq(shreg >> BYTE), left.eq(left - 1)]
+        return m
+

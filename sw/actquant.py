@@ -1,0 +1,371 @@
+"""Activation quantisation: unsigned A-bit per-tensor scales from calibration.
+
+docs/arithmetic.md, section 3: a real activation is ``s_x * (x_int - zp)`` with ``x_int`` in
+``0 .. 2^A - 1``. Scales are needed where the integer network creates a new tensor: the
+network input and the output of every Conv2d/Linear + ReLU. Pooling and flattening keep
+their input's scale. This module also reads the layer structure of a supported model
+(``sequential_plan``), which the golden model shares, and builds the fake-quantised float
+model (dequantised weights, activations rounded to the same grids as the integer network).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sqaccel.config import SUPPORTED_ACT_BITS
+from sqaccel.errors import SqaccelError
+
+CALIBRATION_METHODS = ("mse", "percentile")
+# Clip candidates of the MSE search, as fractions of the observed range.
+MSE_GRID = 100
+# Values the range search looks at, at most (a strided sample of larger tensors).
+MAX_SEARCH_VALUES = 1 << 16
+
+_NO_OPS = (nn.Identity, nn.Dropout)
+_KNOWN = (nn.Conv2d, nn.Linear, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+          nn.Flatten)
+_SUPPORTED = "Conv2d, Linear, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout"
+
+
+# -- one tensor's quantisation -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ActQuant:
+    """``x_real = scale * (x_int - zero_point)``, ``x_int`` unsigned ``bits`` wide."""
+
+    scale: float
+    zero_point: int
+    bits: int
+
+    def __post_init__(self) -> None:
+        if self.bits not in SUPPORTED_ACT_BITS:
+            raise SqaccelError(
+                f"activation bits must be one of {SUPPORTED_ACT_BITS}, got {self.bits}"
+            )
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise SqaccelError(f"activation scale must be finite and > 0, got {self.scale!r}")
+        if not 0 <= self.zero_point <= self.qmax:
+            raise SqaccelError(f"zero point {self.zero_point} outside 0..{self.qmax}")
+
+    @property
+    def qmax(self) -> int:
+        return (1 << self.bits) - 1
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer codes: ``clamp(floor(x / s + 1/2) + zp, 0, 2^A - 1)`` in float64."""
+        x = torch.as_tensor(x).to(torch.float64)
+        if x.numel() and not bool(torch.isfinite(x).all()):
+            raise SqaccelError("activation tensor holds NaN or Inf")
+        q = torch.floor(x / self.scale + 0.5) + self.zero_point
+        return q.clamp(0, self.qmax).to(torch.int64)
+
+    def dequantize(self, q: torch.Tensor) -> torch.Tensor:
+        return (torch.as_tensor(q).to(torch.float64) - self.zero_point) * self.scale
+
+    def fake(self, x: torch.Tensor) -> torch.Tensor:
+        """The real value of ``quantize(x)``, in x's dtype."""
+        return self.dequantize(self.quantize(x)).to(x.dtype)
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "zero_point": self.zero_point, "bits": self.bits}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ActQuant:
+        return cls(float(d["scale"]), int(d["zero_point"]), int(d["bits"]))
+
+
+@dataclass
+class ActScales:
+    """The network input's quantisation and that of every Conv2d/Linear + ReLU output."""
+
+    input: ActQuant
+    outputs: dict[str, ActQuant] = field(default_factory=dict)  # GEMM layer name -> quant
+    method: str = "mse"
+
+    def __post_init__(self) -> None:
+        for name, q in self.outputs.items():
+            if q.bits != self.input.bits:
+                raise SqaccelError(
+                    f"layer {name!r}: {q.bits}-bit output, {self.input.bits}-bit input"
+                )
+            if q.zero_point != 0:
+                raise SqaccelError(
+                    f"layer {name!r}: a ReLU output has zero point 0, got {q.zero_point}"
+                )
+
+    @property
+    def bits(self) -> int:
+        return self.input.bits
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "input": self.input.to_dict(),
+            "outputs": {k: v.to_dict() for k, v in self.outputs.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ActScales:
+        return cls(
+            ActQuant.from_dict(d["input"]),
+            {k: ActQuant.from_dict(v) for k, v in d["outputs"].items()},
+            d.get("method", "mse"),
+        )
+
+
+# -- the layer structure of a supported model ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One step of a network: kind in gemm, relu, maxpool, avgpool, flatten."""
+
+    kind: str
+    name: str
+    module: nn.Module
+    relu: str | None = None  # gemm: the name of the ReLU fused into it, None for raw output
+
+
+def _leaves(model: nn.Sequential, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    out = []
+    for name, m in model.named_children():
+        full = f"{prefix}{name}"
+        if isinstance(m, nn.Sequential):
+            out += _leaves(m, full + ".")
+        else:
+            out.append((full, m))
+    return out
+
+
+def sequential_plan(model: nn.Module) -> list[PlanStep]:
+    """The steps of an ``nn.Sequential`` (nested ones flattened, names as ``named_modules``).
+
+    A Conv2d/Linear must be followed by a ReLU, which is fused into it, unless it is the
+    last step: its output is then the raw accumulator (the logits).
+    """
+    if not isinstance(model, nn.Sequential):
+        raise SqaccelError(
+            f"model: a {type(model).__name__} is not an nn.Sequential; only sequential "
+            "networks can be lowered to the array"
+        )
+    leaves = [(n, m) for n, m in _leaves(model) if not isinstance(m, _NO_OPS)]
+    for name, m in leaves:
+        if not isinstance(m, _KNOWN):
+            raise SqaccelError(
+                f"layer {name!r}: {type(m).__name__} is not supported (supported: {_SUPPORTED}"
+                "; fold batch norm into the convolution first)"
+            )
+    steps: list[PlanStep] = []
+    i = 0
+    while i < len(leaves):
+        name, m = leaves[i]
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nxt = leaves[i + 1] if i + 1 < len(leaves) else None
+            if nxt is not None and isinstance(nxt[1], nn.ReLU):
+                steps.append(PlanStep("gemm", name, m, relu=nxt[0]))
+                i += 2
+                continue
+            if nxt is not None:
+                raise SqaccelError(
+                    f"layer {name!r} ({type(m).__name__}): must be followed by ReLU or be the "
+                    f"network's last layer, found {type(nxt[1]).__name__} {nxt[0]!r}"
+                )
+            steps.append(PlanStep("gemm", name, m))
+        elif isinstance(m, nn.ReLU):
+            steps.append(PlanStep("relu", name, m))
+        elif isinstance(m, nn.MaxPool2d):
+            steps.append(PlanStep("maxpool", name, m))
+        elif isinstance(m, nn.AvgPool2d | nn.AdaptiveAvgPool2d):
+            steps.append(PlanStep("avgpool", name, m))
+        else:
+            steps.append(PlanStep("flatten", name, m))
+        i += 1
+    if not any(s.kind == "gemm" for s in steps):
+        raise SqaccelError("model: no Conv2d or Linear layer to run on the array")
+    return steps
+
+
+# -- calibration -------------------------------------------------------------------------
+
+
+def collect_activations(
+    model: nn.Sequential, x: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The input and every Conv2d/Linear + ReLU output of ``model`` on ``x`` (float)."""
+    plan = sequential_plan(model)
+    outs: dict[str, torch.Tensor] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            h = x
+            for step in plan:
+                h = step.module(h)
+                if step.kind == "gemm" and step.relu is not None:
+                    h = torch.relu(h)
+                    outs[step.name] = h
+    finally:
+        model.train(was_training)
+    return x, outs
+
+
+def _fq_error(x: torch.Tensor, lo: float, hi: float, bits: int) -> tuple[float, ActQuant]:
+    """Mean squared fake-quantisation error of finite float64 ``x`` (ActQuant's rounding)."""
+    q = quant_for_range(lo, hi, bits)
+    codes = torch.floor(x / q.scale + 0.5).clamp_(-q.zero_point, q.qmax - q.zero_point)
+    err = float(torch.dist(codes.mul_(q.scale), x) ** 2) / x.numel()
+    return err, q
+
+
+def quant_for_range(lo: float, hi: float, bits: int) -> ActQuant:
+    """The quantisation covering ``[min(lo, 0), max(hi, 0)]``: zero point 0 when lo >= 0."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    qmax = (1 << bits) - 1
+    if hi - lo <= 0:
+        return ActQuant(1.0 / qmax, 0, bits)  # an all-zero tensor: any scale is exact
+    scale = (hi - lo) / qmax
+    zp = min(max(math.floor(-lo / scale + 0.5), 0), qmax)
+    return ActQuant(scale, zp, bits)
+
+
+def choose_quant(
+    x: torch.Tensor, bits: int, method: str = "mse", percentile: float = 99.99
+) -> ActQuant:
+    """Per-tensor quantisation of the observed values ``x``.
+
+    ``mse``: the clip range ``f * [min, max]`` (f on a grid of 1/100 steps) that gives the
+    smallest mean squared error after fake quantisation; the first (smallest) f on a tie.
+    ``percentile``: the range of the given percentiles (``100 - p`` and ``p``).
+    """
+    x = torch.as_tensor(x).detach().to(torch.float64).flatten()
+    if x.numel() == 0:
+        raise SqaccelError("calibration: no activation values")
+    if not bool(torch.isfinite(x).all()):
+        raise SqaccelError("calibration: activation values hold NaN or Inf")
+    lo, hi = float(x.min()), float(x.max())
+    if x.numel() > MAX_SEARCH_VALUES:
+        x = x[:: -(-x.numel() // MAX_SEARCH_VALUES)]  # a fixed stride keeps runs repeatable
+    if method == "percentile":
+        if not 0 < percentile <= 100:
+            raise SqaccelError(f"calibration: percentile must be in (0, 100], got {percentile}")
+        xs = x.sort().values
+        n = xs.numel() - 1
+        hi_p = float(xs[round(n * percentile / 100)])
+        lo_p = float(xs[round(n * (1 - percentile / 100))]) if lo < 0 else 0.0
+        return quant_for_range(lo_p, hi_p, bits)
+    if method != "mse":
+        raise SqaccelError(
+            f"calibration: method must be one of {CALIBRATION_METHODS}, got {method!r}"
+        )
+    if lo >= 0 and bool((x > 0).any()):
+        x = x[x > 0]  # exact zeros (most ReLU outputs) cost nothing at any clip
+    best: tuple[float, ActQuant] | None = None
+    for i in range(1, MSE_GRID + 1):
+        f = i / MSE_GRID
+        err, q = _fq_error(x, lo * f, hi * f, bits)
+        if best is None or err < best[0]:
+            best = (err, q)
+    assert best is not None
+    return best[1]
+
+
+def calibrate(
+    model: nn.Sequential,
+    x_calib: torch.Tensor,
+    act_bits: int,
+    method: str = "mse",
+    percentile: float = 99.99,
+) -> ActScales:
+    """Activation scales of ``model`` (weights as the integer network will have them, i.e.
+    the dequantised weights) from the calibration inputs ``x_calib``."""
+    if x_calib.shape[0] == 0:
+        raise SqaccelError("calibration: no calibration samples")
+    # One thread: float sums then add up in one order, so the same inputs give the same
+    # scales on any machine (and small searches run faster than with shared threads).
+    with one_thread():
+        x, outs = collect_activations(model, x_calib)
+        return ActScales(
+            choose_quant(x, act_bits, method, percentile),
+            {name: choose_quant(h, act_bits, method, percentile) for name, h in outs.items()},
+            method,
+        )
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread (restored afterwards): repeatable float sums, and no
+    thread contention on the small tensors of the digits flow."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+# -- the fake-quantised float model -------------------------------------------------------
+
+
+class FakeQuantAct(nn.Module):
+    """Rounds a tensor to the grid of an ``ActQuant`` (and clamps to its range)."""
+
+    def __init__(self, quant: ActQuant) -> None:
+        super().__init__()
+        self.quant = quant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quant.fake(x)
+
+    def extra_repr(self) -> str:
+        q = self.quant
+        return f"scale={q.scale:.6g}, zero_point={q.zero_point}, bits={q.bits}"
+
+
+def _with_weights(m: nn.Module, name: str, qweights: dict | None) -> nn.Module:
+    m = copy.deepcopy(m)
+    if qweights is not None and isinstance(m, nn.Conv2d | nn.Linear):
+        if name not in qweights:
+            raise SqaccelError(f"layer {name!r}: no quantised weights")
+        w = qweights[name].dequantize()
+        if tuple(w.shape) != tuple(m.weight.shape):
+            raise SqaccelError(
+                f"layer {name!r}: quantised weight shape {tuple(w.shape)}, layer expects "
+                f"{tuple(m.weight.shape)}"
+            )
+        with torch.no_grad():
+            m.weight.copy_(w.to(m.weight.dtype))
+    return m
+
+
+def fake_quant_model(
+    model: nn.Sequential, scales: ActScales, qweights: dict | None = None
+) -> nn.Sequential:
+    """The float model the integer network approximates: dequantised weights (when
+    ``qweights`` is given), the input and every Conv2d/Linear + ReLU output rounded to the
+    calibrated grid, and average-pool outputs re-rounded to their input's grid (the integer
+    average pool rounds to an integer)."""
+    plan = sequential_plan(model)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    layers["input_quant"] = FakeQuantAct(scales.input)
+    current = scales.input
+    for step in plan:
+        key = step.name.replace(".", "_")
+        layers[key] = _with_weights(step.module, step.name, qweights)
+        if step.kind == "gemm" and step.relu is not None:
+            if step.name not in scales.outputs:
+                raise SqaccelError(f"layer {step.name!r}: no activation scale")
+            current = scales.outputs[step.name]
+            layers[step.relu.replace(".", "_")] = nn.ReLU()
+            layers[key + "_quant"] = FakeQuantAct(current)
+        elif step.kind == "avgpool":
+            layers[key + "_quant"] = FakeQuantAct(current)
+    return nn.Sequential(layers).eval()

@@ -40,7 +40,7 @@ verilog: $(STAMP)
 	$(VENV)/bin/sqaccel verilog --out $(OUT)/verilog $(if $(CONFIG),--config $(CONFIG))
 
 sim: $(STAMP)
-	WAVES=$(WAVES) $(PY) -m pytest -q -m slow sim tests -k sim
+	SQACCEL_SIM_FULL=1 WAVES=$(WAVES) $(PY) -m pytest -q -s tests -k cosim
 
 synth: $(STAMP)
 	$(VENV)/bin/sqaccel synth --target $(TARGET) $(if $(CONFIG),--config $(CONFIG))

@@ -27,7 +27,7 @@ from sqaccel.config import AccelConfig, ConfigError
 from sqaccel.errors import SqaccelError
 from sqaccel.sw import arith
 from sqaccel.sw.actquant import ActQuant
-from sqaccel.sw.golden import IntLayer, IntNetwork, IntStep
+from sqaccel.sw.golden import GemmOperands, IntLayer, IntNetwork, IntStep
 
 MANIFEST = "manifest.json"
 FORMAT = "sqaccel-images"
@@ -153,6 +153,21 @@ def result_words(y: torch.Tensor, cfg: AccelConfig) -> list[int]:
         for j in range(_tiles(n, c))
         for row in range(m)  # i outer, r inner is row order
     ]
+
+
+def gemm_words(ops: GemmOperands, cfg: AccelConfig) -> dict[str, list[int]]:
+    """Every buffer word of one GEMM (``IntNetwork.operands``): what a testbench loads
+    (activations, weights, steps, bias, requant) and the result words it must read back."""
+    out = {
+        "activations": activation_words(ops.x, cfg),
+        "weights": weight_words(ops.codes, cfg),
+        "bias": bias_words(ops.bias, cfg),
+        "requant": requant_words(ops.m, ops.s, cfg),
+        "results": result_words(ops.out, cfg),
+    }
+    if ops.tables is not None:
+        out["steps"] = step_words(ops.tables, cfg)
+    return out
 
 
 # -- word files ----------------------------------------------------------------------------

@@ -372,3 +372,80 @@ def digits_pipeline_inputs():
     from sqaccel.sw.golden import digits_eval_data
 
     return digits_eval_data()[1][0][:20]
+
+
+# -- toolchain rules of section 6 ------------------------------------------------------------
+
+
+def negligible_net(method, step_tables="channel", zero_in_subset=True, bits=3):
+    """Linear(6, 3) + ReLU: channel 1 has a rescale below 2^-48, channel 2 a bias that
+    saturates while its weights are ~1e-9 of a step; channel 0 is ordinary."""
+    pe = "shift" if method == "sq" else "mult"
+    cfg = AccelConfig(pe=pe, step_tables=step_tables)
+    w_int = torch.tensor([[1, -2, 3, -4, 5, -6], [7, 7, -7, 7, 7, 7], [1, 1, 1, -1, 1, 1]])
+    scale = torch.tensor([0.01, 1e-20, 1e-11], dtype=torch.float64)
+    if method == "sq":
+        mags = U.int_magnitudes
+        members = [mags.index(v) for v in (0, 1, 16, 32, 2, 3, 4, 6)[: 1 << (bits - 1)]]
+        if not zero_in_subset:
+            members[0] = mags.index(8)
+        table = tuple(sorted(members, key=lambda m: mags[m]))
+        w_int = torch.tensor([[1, -16, 32, -1, 16, -32], [32, 32, -32, 32, 32, 1],
+                              [1, 1, 1, -1, 1, 1]])
+        qw = QuantizedWeight("sq", bits, w_int, scale, per_channel=step_tables == "channel",
+                             subsets=[table] * (3 if step_tables == "channel" else 1),
+                             universal=U)
+    else:
+        qw = QuantizedWeight("uniform", 4, w_int, scale, per_channel=True)
+    model = nn.Sequential(nn.Linear(6, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[0].bias.copy_(torch.tensor([0.05, 0.2, 0.3]))
+    make = sq_weight if method == "sq" else uniform_weight
+    last = make(2, (3,), 4, False, torch.Generator().manual_seed(0))
+    scales = ActScales(ActQuant(0.01, 0, 8), {"0": ActQuant(0.004, 0, 8)})
+    return model, {"0": qw, "2": last}, scales, cfg
+
+
+@pytest.mark.parametrize("method", ["sq", "uniform"])
+def test_negligible_channels_run_with_zero_weights(method):
+    model, qws, scales, cfg = negligible_net(method)
+    net = build_int_network(model, qws, scales, cfg)
+    layer = net.layer("0")
+    assert layer.zeroed == (1, 2) and layer.bias_saturated == ()
+    assert not bool(layer.weights[:, 1:].any()) and bool(layer.weights[:, 0].any())
+    assert layer.bias[1:].tolist() == [50, 75]  # round(b / s_y): 0.2 / 0.004, 0.3 / 0.004
+    assert (layer.m[1:].tolist(), layer.s[1:].tolist()) == ([1 << 15] * 2, [15] * 2)
+    assert any("[1, 2] run with zero weights" in r for r in net.reports)
+    x = torch.randint(0, 256, (5, 6))
+    y = net.run(x).outputs["0"]
+    assert y[:, 1].tolist() == [50] * 5 and y[:, 2].tolist() == [75] * 5
+    if method == "sq":
+        assert bool((layer.tables[1:] == arith.off_entry(U)).all())
+
+
+def test_negligible_channels_with_one_table_use_its_zero():
+    model, qws, scales, cfg = negligible_net("sq", "layer")
+    layer = build_int_network(model, qws, scales, cfg).layer("0")
+    zero_index = arith.table_magnitudes(layer.tables[0], U).tolist().index(0)
+    assert bool((layer.codes[:, 1:] == zero_index).all())
+    # a narrower layer's table is padded with all-off words: those give the zero
+    model, qws, scales, cfg = negligible_net("sq", "layer", zero_in_subset=False)
+    layer = build_int_network(model, qws, scales, cfg).layer("0")
+    assert bool((layer.codes[:, 1:] == 4).all()) and not bool(layer.weights[:, 1:].any())
+    model, qws, scales, cfg = negligible_net("sq", "layer", zero_in_subset=False, bits=4)
+    with pytest.raises(SqaccelError, match="'0': output channels \\[1\\] have negligible.*no zero"):
+        build_int_network(model, qws, scales, cfg)
+
+
+def test_logits_with_per_channel_scales_compare_real_values():
+    cfg = AccelConfig(pe="mult")
+    model = nn.Sequential(nn.Linear(3, 2))
+    qw = QuantizedWeight("uniform", 4, torch.tensor([[1, 2, 3], [3, 2, 1]]),
+                         torch.tensor([1e-3, 2e-3], dtype=torch.float64), per_channel=True)
+    net = build_int_network(model, {"0": qw}, ActScales(ActQuant(0.01, 0, 8)), cfg)
+    logits = torch.tensor([[10, 8], [3, 2], [4, 2]])
+    assert net.classify(logits).tolist() == [1, 1, 0]  # 10 < 16, 3 < 4, 4 = 4: first
+    qw.scale = torch.tensor([2e-3, 2e-3], dtype=torch.float64)
+    net = build_int_network(model, {"0": qw}, ActScales(ActQuant(0.01, 0, 8)), cfg)
+    assert net.logit_scale() is None
+    assert net.classify(logits).tolist() == [0, 0, 0]

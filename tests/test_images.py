@@ -159,6 +159,29 @@ def test_export_then_load_rebuilds_the_same_network(exported, test_inputs):
         "gemm", "gemm", "maxpool", "gemm", "maxpool", "flatten", "gemm", "gemm"]
 
 
+def test_gemm_words_of_a_layer_match_its_images_and_outputs(exported, test_inputs):
+    p, d = exported
+    net, cfg = p.network, p.network.cfg
+    x = net.quantize_input(test_inputs[:2])
+    run = net.run(x)
+    ops = net.operands("5", x)
+    words = images.gemm_words(ops, cfg)
+    for kind in ("weights", "steps", "bias", "requant"):
+        fname = f"L02_5.{kind}.hex"
+        width = json.loads((d / "manifest.json").read_text())["files"][fname]["word_bits"]
+        assert images.to_hex(words[kind], width) == (d / fname).read_bytes()
+    # results: column tile j outer, rows inner; lanes back to the recorded conv output
+    m, n, c = ops.x.shape[0], ops.out.shape[1], cfg.cols
+    got = torch.zeros(m, n, dtype=torch.int64)
+    for idx, w in enumerate(words["results"]):
+        j, row = divmod(idx, m)
+        lanes = images.unpack_lanes(w, c, cfg.acc_bits, signed=True)
+        got[row, j * c : (j + 1) * c] = torch.tensor(lanes[: min(c, n - j * c)])
+    b, _, oh, ow = run.outputs["5"].shape
+    assert torch.equal(got.reshape(b, oh, ow, n).permute(0, 3, 1, 2), run.outputs["5"])
+    assert len(words["activations"]) == -(-m // cfg.rows) * ops.x.shape[1]
+
+
 def test_images_from_the_same_seed_are_byte_identical(model, exported, test_inputs, tmp_path):
     _, first = exported
     p = pipeline(model, "sq", 2, per_channel=True)

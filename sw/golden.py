@@ -10,6 +10,7 @@ test compares with; ``gemm_operands`` hands a testbench the exact operands of on
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -17,10 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sqaccel.config import REQUANT_M_BITS, REQUANT_S_MAX, AccelConfig, ConfigError
+from sqaccel.config import PE_KINDS, REQUANT_M_BITS, REQUANT_S_MAX, AccelConfig, ConfigError
 from sqaccel.errors import SqaccelError
 from sqaccel.sw import arith
-from sqaccel.sw.actquant import ActQuant, ActScales, PlanStep, one_thread, sequential_plan
+from sqaccel.sw.actquant import (
+    ActQuant,
+    ActScales,
+    PlanStep,
+    calibrate,
+    fake_quant_model,
+    one_thread,
+    sequential_plan,
+)
 from sqaccel.sw.qweight import PE_OF_METHOD, QuantizedWeight
 
 GEMM_KINDS = ("conv", "linear")
@@ -73,6 +82,20 @@ class IntLayer:
     bias_saturated: tuple[int, ...] = ()  # channels whose bias was clamped to +-bias_max
     zeroed: tuple[int, ...] = ()  # channels run with zero weights (negligible, section 6)
     weights: torch.Tensor = field(default=None, repr=False)  # decoded [K, N], set by decode()
+
+    def __post_init__(self) -> None:
+        if self.kind not in GEMM_KINDS:
+            raise SqaccelError(f"layer {self.name!r}: kind {self.kind!r} not in {GEMM_KINDS}")
+        if self.pe not in PE_KINDS:
+            raise SqaccelError(f"layer {self.name!r}: pe {self.pe!r} not in {PE_KINDS}")
+        shapes = {"codes": (self.k, self.n), "bias": (self.n,), "m": (self.n,),
+                  "s": (self.n,), "weight_scale": (self.n,)}
+        for f, shape in shapes.items():
+            if tuple(getattr(self, f).shape) != shape:
+                raise SqaccelError(
+                    f"layer {self.name!r}: {f} has shape {tuple(getattr(self, f).shape)}, "
+                    f"expected {shape}"
+                )
 
     @property
     def k(self) -> int:
@@ -737,8 +760,6 @@ def build_pipeline(
 ) -> Pipeline:
     """Quantise the weights for the array, calibrate the activations on ``x_calib`` with
     those weights, and build both the fake-quantised float model and the integer network."""
-    from sqaccel.sw.actquant import calibrate, fake_quant_model
-
     model = model.eval()
     qweights = quantize_for_array(model, method, bits, cfg, per_channel)
     weight_only = fake_quant_model_weights(model, qweights)
@@ -750,8 +771,6 @@ def build_pipeline(
 
 def fake_quant_model_weights(model: nn.Module, qweights: dict[str, QuantizedWeight]) -> nn.Module:
     """A copy of ``model`` with its Conv2d/Linear weights dequantised (activations float)."""
-    import copy
-
     out = copy.deepcopy(model).eval()
     modules = dict(out.named_modules())
     with torch.no_grad():

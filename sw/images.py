@@ -582,8 +582,8 @@ def _decode_layer(
             bias_saturated=tuple(meta.get("bias_saturated", ())),
             zeroed=tuple(meta.get("zeroed", ())),
         )
-    except (KeyError, TypeError, ValueError) as e:
-        raise ImageError(f"{d / MANIFEST}: layer {name!r} is incomplete ({e})") from None
+    except (KeyError, TypeError, ValueError, SqaccelError) as e:
+        raise ImageError(f"{d / MANIFEST}: layer {name!r} is not valid ({e})") from None
 
 
 def layer_word_format(kind: str, k: int, n: int, cfg: AccelConfig) -> tuple[int, int, int]:

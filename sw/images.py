@@ -625,10 +625,14 @@ def load(directory: str | Path, cfg: AccelConfig | None = None) -> LoadedImages:
                 raise ImageError(f"{d / twin}: words differ from {fname}")
     steps: list[IntLayer | IntStep] = []
     for meta in m["steps"]:
-        if meta.get("op") == "gemm":
-            steps.append(_decode_layer(d, meta, files, words, built))
-        else:
-            steps.append(IntStep.from_meta(meta))
+        try:
+            if meta.get("op") == "gemm":
+                steps.append(_decode_layer(d, meta, files, words, built))
+            else:
+                steps.append(IntStep.from_meta(meta))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            name = meta.get("name") if isinstance(meta, dict) else None
+            raise ImageError(f"{mp}: step {name!r} is not valid ({e!r})") from None
     try:
         inq = ActQuant.from_dict(m["input"]["quant"])
     except (KeyError, TypeError, ValueError) as e:

@@ -265,6 +265,12 @@ def test_missing_layers_and_files_are_caught(exported, tmp_path):
     (c / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(images.ImageError, match="steps \\['5'\\] recorded at export are not in"):
         images.verify(c)
+    c = copy_of(d, tmp_path, "no_k")
+    m = json.loads((c / "manifest.json").read_text())
+    del m["steps"][0]["K"]
+    (c / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(images.ImageError, match="manifest.json: step '0' is not valid.*'K'"):
+        images.verify(c)
     with pytest.raises(images.ImageError, match="manifest.json: not found"):
         images.verify(tmp_path)
 

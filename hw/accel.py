@@ -117,9 +117,14 @@ class Accelerator(wiring.Component):
             mem = Memory(shape=widths[name], depth=depths[name], init=init)
             m.submodules[f"{name}_buf"] = mem
             wp = mem.write_port()
-            in_range = wr.pkt.addr < depths[name]
+            # `target == 0` would lint as a truncating `!target`.
+            is_target = (wr.pkt.target.as_value() == target.value if target.value
+                         else ~wr.pkt.target.as_value().any())
+            # Addresses past a depth that is not a power of two are dropped.
+            in_range = (wr.pkt.addr < depths[name]) if depths[name] & (depths[name] - 1) \
+                else ~wr.pkt.addr[addr_bits(depths[name]):].any()
             m.d.comb += [
-                wp.en.eq(wr.valid & (wr.pkt.target == target) & in_range),
+                wp.en.eq(wr.valid & is_target & in_range),
                 wp.addr.eq(wr.pkt.addr),
                 wp.data.eq(wr.pkt.data[: widths[name]]),
             ]

@@ -157,10 +157,12 @@ class PEArray(wiring.Component):
             for c in range(C):
                 code = w_in[c]
                 table = tbl_active[c if tables > 1 else 0]
-                m.d.sync += [
-                    w_op[c].sign.eq(code[ib]),
-                    w_op[c].step.eq(table[code[:ib]]),
-                ]
+                m.d.sync += w_op[c].sign.eq(code[ib])
+                # An L-way case rather than a variable shift: the same mux, lint-clean.
+                with m.Switch(code[:ib]):
+                    for e in range(L):
+                        with m.Case(e):
+                            m.d.sync += w_op[c].step.eq(table[e])
         else:
             for c in range(C):
                 m.d.sync += w_op[c].eq(w_in[c])
@@ -206,7 +208,7 @@ class PEArray(wiring.Component):
 
         credits = Signal(range(RESULT_FIFO_DEPTH + 1), init=RESULT_FIFO_DEPTH)
         drain = Signal()
-        m.d.comb += drain.eq(full & (credits != 0))
+        m.d.comb += drain.eq(full & credits.any())
         with m.If(capture):
             m.d.sync += [
                 full.eq(1),

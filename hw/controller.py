@@ -149,7 +149,7 @@ class Controller(wiring.Component):
         next_loaded = Signal()  # the array's next registers hold column tile j's words
 
         k_last = Signal.like(cmd.k)  # K - 1, kept so the issue path has no subtractor
-        is_first = k == 0
+        is_first = ~k.any()  # `== 0` would lint as a truncating `!k`
         is_last = k == k_last
         is_new_j = is_first & (m_left == cmd.m)
         last_row_tile = m_left <= R
@@ -216,7 +216,7 @@ class Controller(wiring.Component):
             self.load.rq_we.eq(bias_we),
         ]
         start_load = Signal()
-        m.d.comb += start_load.eq(issuing & ~loading & ~next_loaded & (load_n_left != 0)
+        m.d.comb += start_load.eq(issuing & ~loading & ~next_loaded & load_n_left.any()
                                   & ~self.swap_pending & ~(issue & is_new_j))
         m.d.sync += bias_we.eq(start_load)
         if cfg.pe == "shift":
@@ -262,8 +262,8 @@ class Controller(wiring.Component):
         c_in = self.cmd.payload
         m.d.comb += [
             self.cmd.ready.eq(~running),
-            refused.eq((c_in.k == 0) | (c_in.k > cfg.k_max) | (c_in.n > cfg.n_max)),
-            nothing.eq((c_in.m == 0) | (c_in.n == 0)),
+            refused.eq(~c_in.k.any() | (c_in.k > cfg.k_max) | (c_in.n > cfg.n_max)),
+            nothing.eq(~c_in.m.any() | ~c_in.n.any()),
         ]
         m.d.sync += self.done.eq(0)
         with m.If(self.cmd.valid & self.cmd.ready):

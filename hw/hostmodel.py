@@ -108,10 +108,12 @@ def random_gemm(cfg: AccelConfig, m: int, n: int, k: int, rng: random.Random,
         rows = [[u.step_entry(rng.randrange(u.size)) for _ in range(cfg.levels)]
                 for _ in range(count)]
         tables = torch.tensor(rows * (n if count == 1 else 1), dtype=torch.int64)
-    limit = min(cfg.bias_max, k * cfg.act_max * cfg.max_weight_int)
-    bias = torch.tensor([rng.randint(-limit, limit) for _ in range(n)], dtype=torch.int64)
-    # Typical |acc| ~ sqrt(K) * act_max * |w| / 2: aim S so that it lands near 2^A.
+    # Typical |acc| ~ sqrt(K) * act_max * |w| / 4: biases of that size (now and then up to
+    # +-bias_max) and S such that it lands near 2^(A-1), so outputs spread over 0..2^A-1.
     typical = max(1, int(k ** 0.5 * cfg.act_max * cfg.max_weight_int / 4))
+    bias = torch.tensor([rng.randint(-typical, typical) if rng.random() < 0.9
+                         else rng.choice((-cfg.bias_max, cfg.bias_max)) for _ in range(n)],
+                        dtype=torch.int64)
     base_s = max(1, typical.bit_length() + cfg.requant_m_bits - cfg.act_bits)
     mm = torch.tensor([rng.randrange(1 << 15, 1 << 16) for _ in range(n)], dtype=torch.int64)
     ss = torch.tensor([min(63, max(1, base_s + rng.randint(-2, 2))) for _ in range(n)],

@@ -13,6 +13,7 @@ import pytest
 
 from sqaccel.config import AccelConfig
 from sqaccel.hw import hostmodel as hm
+from sqaccel.hw import timing
 from sqaccel.hw.controller import buffer_depths
 
 
@@ -38,6 +39,8 @@ def run_and_check(cfg: AccelConfig, seed: int, count: int, ready_prob: float = 1
         assert run.words == want, f"GEMM {p.gemm.shape} relu={p.gemm.relu}"
         assert run.lasts == [0] * (len(want) - 1) + [1]
         assert run.done_cycle >= run.last_cycle
+        if ready_prob == 1.0:  # the documented cycle count, stalls included
+            assert run.cycles == timing.cycles(cfg, *p.gemm.shape)
 
 
 CONFIGS = {

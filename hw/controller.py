@@ -42,14 +42,15 @@ def col_tiles_max(cfg: AccelConfig) -> int:
 
 
 def buffer_depths(cfg: AccelConfig) -> dict[str, int]:
-    """Words in each buffer; ``steps`` exists only for the shift-add PE."""
+    """Words in each buffer; ``steps`` exists only for the shift-add PE. At least 2 words
+    each: a one-word memory would have a zero-width address."""
     tiles = col_tiles_max(cfg)
     d = {"act": cfg.act_depth, "weights": cfg.weight_depth}
     if cfg.pe == "shift":
         d["steps"] = tiles * cfg.levels
     d["bias"] = tiles
     d["requant"] = tiles
-    return d
+    return {name: max(2, depth) for name, depth in d.items()}
 
 
 def buffer_layouts(cfg: AccelConfig) -> dict[str, data.ArrayLayout]:
@@ -78,9 +79,11 @@ def command_layout(cfg: AccelConfig) -> data.StructLayout:
     """The fields of a command, lowest bits first."""
     depths = buffer_depths(cfg)
     return data.StructLayout({
-        "m": bits_for_unsigned(cfg.act_depth * cfg.rows),
-        "n": bits_for_unsigned(cfg.n_max),
-        "k": bits_for_unsigned(cfg.k_max),
+        # Wide enough to hold one more than the largest value a command may carry, so
+        # the checks (K > K_max, N > n_max, rows left <= R) never become constants.
+        "m": bits_for_unsigned(cfg.act_depth * cfg.rows + 1),
+        "n": bits_for_unsigned(cfg.n_max + 1),
+        "k": bits_for_unsigned(cfg.k_max + 1),
         "act_base": addr_bits(depths["act"]),
         "w_base": addr_bits(depths["weights"]),
         "step_base": addr_bits(depths.get("steps", 1)),

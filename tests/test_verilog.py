@@ -30,9 +30,10 @@ def findings(messages: str) -> list[str]:
     AccelConfig(rows=2, cols=2, pe="mult"),
     AccelConfig(rows=3, cols=2, weight_bits=2, act_bits=4, step_tables="layer", n_max=10,
                 act_depth=100, weight_depth=300, k_max=50),
+    AccelConfig(rows=1, cols=1, act_depth=1, weight_depth=1, n_max=1, k_max=1),
     AccelConfig(),
     AccelConfig(pe="mult"),
-], ids=["2x2-shift", "2x2-mult", "3x2-odd-depths", "8x8-shift", "8x8-mult"])
+], ids=["2x2-shift", "2x2-mult", "3x2-odd-depths", "1x1-smallest", "8x8-shift", "8x8-mult"])
 def test_generate_and_lint(cfg, tmp_path):
     out = gen.generate(cfg, tmp_path / "v")
     assert sorted(p.name for p in out.iterdir()) == sorted(

@@ -17,14 +17,17 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from amaranth.back import verilog
 from amaranth.hdl import Cat, Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from sqaccel.config import AccelConfig, UniversalSet
+from sqaccel.hw import timing
 from sqaccel.hw.pe import make_pe, weight_operand_shape
 from sqaccel.sim.runner import CosimFailure, CosimResult, run_cocotb, waves_requested
+from sqaccel.sw import arith
 
 JOB_ENV = "SQACCEL_COSIM_JOB"
 SEED_ENV = "SQACCEL_SEED"
@@ -34,6 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 # Amaranth's Verilog trips Verilator's width lints (it extends by concatenation); they are
 # style, not errors.
 VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style")
+# The C++ of the full top takes minutes at Verilator's default -Os and well under one at
+# -O0; the simulation's time goes to the Python side anyway.
+MAKE_OPT_FLAGS = ("OPT_FAST=-O0", "OPT_GLOBAL=-O0")
 
 
 def build_root() -> Path:
@@ -107,6 +113,8 @@ def simulate(
         # Traced and untraced models differ: each keeps its own incremental build.
         build_dir = Path(build_dir).with_name(Path(build_dir).name + "-waves")
     job_path = write_job(build_dir, job_name, job)
+    saved_flags = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = " ".join([saved_flags or "", *MAKE_OPT_FLAGS]).strip()
     try:
         return run_cocotb(
             sources=[verilog_file],
@@ -121,6 +129,10 @@ def simulate(
         )
     finally:
         job_path.unlink(missing_ok=True)
+        if saved_flags is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved_flags
 
 
 # -- level 1: the PE bench -----------------------------------------------------------------
@@ -203,3 +215,168 @@ def run_pe(
     job = {"configs": dicts, "cycles": int(cycles), "chunk": int(chunk), "seed": int(seed)}
     return simulate(verilog_file=src, toplevel="pe_bench", test_module="sqaccel.sim.tb_pe",
                     build_dir=build_dir, job=job, job_name="pe", seed=seed, waves=waves)
+
+
+# -- levels 2-4: the accelerator top ---------------------------------------------------------
+
+TOPLEVEL = "sqaccel_top"
+
+
+def accel_build_dir(cfg: AccelConfig) -> Path:
+    return build_root() / f"accel-{cfg.name()}-{_digest(cfg.to_dict())}"
+
+
+def accel_verilog(cfg: AccelConfig, build_dir: Path) -> Path:
+    """``hw.verilog.generate`` into ``build_dir/rtl``: the top's Verilog, config.json and
+    format.json (the host interface the testbench drives)."""
+    from sqaccel.hw import verilog as hw_verilog
+
+    rtl = hw_verilog.generate(cfg, Path(build_dir) / "rtl")
+    return rtl / hw_verilog.VERILOG_FILE
+
+
+def gemm_expected(cfg: AccelConfig, g) -> torch.Tensor:
+    """What the golden arithmetic says a GEMM (hw.hostmodel.Gemm) must output."""
+    acc = arith.gemm(g.x, g.weights(cfg), g.bias, cfg)
+    return arith.requant(acc, g.m, g.s, cfg.act_bits, relu=g.relu)
+
+
+def command_timeout(cfg: AccelConfig, m: int, n: int, k: int, ready_prob: float = 1.0) -> int:
+    """Generous cycle bound for one command: every slot, the drain, backpressure."""
+    tiles = -(-m // cfg.rows) * -(-n // cfg.cols)
+    return int((tiles * (k + 4 * (cfg.rows + cfg.cols) + 32) + 1000) * 4 / ready_prob)
+
+
+def command_entry(cfg: AccelConfig, name: str, placed, expected: torch.Tensor,
+                  row_offset: int = 0) -> dict:
+    m, n, k = placed.gemm.shape
+    return {
+        "name": name,
+        "command": {"m": m, "n": n, "k": k, "act_base": placed.act_base,
+                    "w_base": placed.w_base, "step_base": placed.step_base,
+                    "param_base": placed.param_base, "relu": bool(placed.gemm.relu)},
+        "expected": expected.tolist(),
+        "row_offset": row_offset,
+        "timeout": command_timeout(cfg, m, n, k),
+        "cycles": timing.cycles(cfg, m, n, k),
+    }
+
+
+def gemm_batches(cfg: AccelConfig, cases: Sequence[tuple[str, object]],
+                 expected: Sequence[torch.Tensor] | None = None) -> list[dict]:
+    """Pack named GEMMs into batches that fit the buffers together: each batch loads its
+    GEMMs' words one after another, then runs their commands back to back."""
+    from sqaccel.hw import hostmodel
+
+    batches: list[dict] = []
+    group: list[int] = []
+
+    def flush():
+        if not group:
+            return
+        placed, contents = hostmodel.place(cfg, [cases[i][1] for i in group])
+        cmds = []
+        for i, p in zip(group, placed, strict=True):
+            want = expected[i] if expected is not None else gemm_expected(cfg, cases[i][1])
+            cmds.append(command_entry(cfg, cases[i][0], p, want))
+        batches.append({"load": contents, "commands": cmds})
+        group.clear()
+
+    for i in range(len(cases)):
+        try:
+            hostmodel.place(cfg, [cases[j][1] for j in group + [i]])
+        except ValueError:
+            if not group:
+                raise
+            flush()
+        group.append(i)
+    flush()
+    return batches
+
+
+def run_accel_job(cfg: AccelConfig, job: dict, testcase: str, seed: int, job_name: str,
+                  waves: bool | None = None) -> CosimResult:
+    build_dir = accel_build_dir(cfg)
+    src = accel_verilog(cfg, build_dir)
+    job = {"config": cfg.to_dict(), "seed": int(seed),
+           "format": str(src.with_name("format.json")), **job}
+    return simulate(verilog_file=src, toplevel=TOPLEVEL, test_module="sqaccel.sim.tb_accel",
+                    build_dir=build_dir, job=job, job_name=job_name, seed=seed, waves=waves,
+                    testcase=testcase)
+
+
+def run_gemms(cfg: AccelConfig, cases: Sequence[tuple[str, object]], seed: int,
+              ready_prob: float = 1.0, expected: Sequence[torch.Tensor] | None = None,
+              waves: bool | None = None) -> CosimResult:
+    """Run named GEMMs (``hw.hostmodel.Gemm``) through the top's host interface and compare
+    every result word with ``expected`` (default: sw/arith's gemm + requant)."""
+    job = {"batches": gemm_batches(cfg, cases, expected), "ready_prob": ready_prob}
+    return run_accel_job(cfg, job, "run_gemms", seed, "gemms", waves)
+
+
+# -- level 2: random GEMMs -----------------------------------------------------------------
+
+# Array shapes, widths, PE kinds and step-table modes for the GEMM level: every value of
+# every parameter appears, most pairs of values too. Small K_max and buffers keep builds and
+# runs short; the default 8x8 build (shared with the layer and network levels) runs too.
+GEMM_CONFIGS: tuple[AccelConfig, ...] = tuple(
+    AccelConfig(rows=r, cols=c, weight_bits=b, act_bits=a, pe=pe, step_tables=st, k_max=64,
+                act_depth=512, weight_depth=512, n_max=64)
+    for r, c, b, a, pe, st in [
+        (2, 4, 3, 8, "shift", "channel"),
+        (4, 2, 4, 4, "mult", "channel"),
+        (2, 2, 2, 4, "shift", "layer"),
+        (4, 4, 2, 8, "mult", "channel"),
+        (4, 8, 3, 4, "shift", "layer"),
+        (8, 4, 4, 8, "shift", "channel"),
+        (8, 2, 3, 8, "mult", "channel"),
+        (2, 8, 4, 4, "shift", "channel"),
+        (8, 8, 2, 8, "shift", "layer"),
+    ]
+)
+
+
+def _strongest_code(cfg: AccelConfig, tables: torch.Tensor | None, col: int, negative: bool):
+    """The code of the largest |weight| of one sign in column ``col``."""
+    if cfg.pe == "mult":
+        return (1 << (cfg.weight_bits - 1)) if negative else (1 << (cfg.weight_bits - 1)) - 1
+    mags = arith.table_magnitudes(tables[col], cfg.universal)
+    return (int(negative) << (cfg.weight_bits - 1)) | int(torch.argmax(mags))
+
+
+def random_gemm_case(cfg: AccelConfig, index: int, rng: random.Random):
+    """One named random GEMM: shapes across tile edges (M up to 3R+1, N up to 3C+1, K from
+    1 to K_max), ReLU or raw, and one of four flavours: random operands with requant
+    parameters that spread the outputs, random requant over the whole S range, every
+    operand at its extreme (saturation, accumulator limits, +-bias_max), zero activations."""
+    from sqaccel.hw import hostmodel
+
+    m = rng.choice([1, cfg.rows, rng.randint(1, 3 * cfg.rows + 1)])
+    n = rng.choice([1, cfg.cols, rng.randint(1, min(cfg.n_max, 3 * cfg.cols + 1))])
+    k = rng.choice([1, cfg.k_max, rng.randint(1, cfg.k_max), rng.randint(1, cfg.k_max)])
+    relu = rng.random() < 0.75
+    g = hostmodel.random_gemm(cfg, m, n, k, rng, relu=relu)
+    flavour = rng.choices(["random", "wide-requant", "extreme", "zero-x"], [6, 2, 2, 1])[0]
+    if flavour == "wide-requant":
+        g.m = torch.tensor([rng.randrange(1 << 15, 1 << 16) for _ in range(n)])
+        g.s = torch.tensor([rng.randint(1, 63) for _ in range(n)])
+    elif flavour == "extreme":
+        g.x = torch.full((m, k), cfg.act_max, dtype=torch.int64)
+        if g.tables is not None:  # one entry of every table: the universal set's largest
+            u = cfg.universal
+            g.tables = g.tables.clone()
+            g.tables[:, rng.randrange(cfg.levels)] = u.step_entry(
+                u.int_magnitudes.index(u.max_int_magnitude))
+        neg = [rng.random() < 0.5 for _ in range(n)]
+        g.codes = torch.tensor([[_strongest_code(cfg, g.tables, j, neg[j]) for j in range(n)]]
+                               ).expand(k, n).contiguous()
+        g.bias = torch.tensor([cfg.bias_max * (-1 if ng else 1) for ng in neg])
+    elif flavour == "zero-x":
+        g.x = torch.zeros((m, k), dtype=torch.int64)
+    kind = "relu" if relu else "raw"
+    return f"GEMM {index} ({flavour}, M={m}, N={n}, K={k}, {kind})", g
+
+
+def random_gemm_cases(cfg: AccelConfig, count: int, seed: int) -> list[tuple[str, object]]:
+    rng = random.Random(seed)
+    return [random_gemm_case(cfg, i, rng) for i in range(count)]

@@ -50,6 +50,12 @@ class Target:
     # Yosys flags that take the DSP blocks out of (ECP5) or into (iCE40) the mapping.
     no_dsp_flags: tuple[str, ...]
     dsp_flags: tuple[str, ...]
+    # Yosys command that keeps the selected $mul cells ({sel}) out of DSP inference, run
+    # after the synthesis script's steps up to ``soft_mul_at``: the DSP mapping of
+    # synth_ecp5 skips $macc cells; synth_ice40 turns $__soft_mul cells back into plain
+    # multipliers after its DSP mapping (and refuses them before its hierarchy check).
+    soft_mul_cmd: str
+    soft_mul_at: str
     # Frequency nextpnr aims for when a run names none: above what the parts reach, so
     # placement stays timing-driven and the report gives the best it found.
     default_freq_mhz: float
@@ -78,6 +84,8 @@ ECP5 = Target(
     allow_unconstrained_flag="--lpf-allow-unconstrained",
     no_dsp_flags=("-nodsp",),
     dsp_flags=(),
+    soft_mul_cmd="alumacc {sel}",
+    soft_mul_at="coarse",
     default_freq_mhz=250.0,
     logic_cells=("TRELLIS_COMB",),
     dsp_cells=("MULT18X18D",),
@@ -100,6 +108,8 @@ ICE40 = Target(
     allow_unconstrained_flag="--pcf-allow-unconstrained",
     no_dsp_flags=(),
     dsp_flags=("-dsp",),
+    soft_mul_cmd="chtype -set $__soft_mul {sel}",
+    soft_mul_at="flatten",
     default_freq_mhz=100.0,
     logic_cells=("ICESTORM_LC",),
     dsp_cells=("ICESTORM_DSP",),
@@ -134,6 +144,9 @@ class SynthOptions:
     # Modules (hierarchical Amaranth names, e.g. "top.dut") Yosys must not flatten, so
     # that the report can count their cells on their own.
     keep: tuple[str, ...] = ()
+    # Module patterns (Yosys globs, e.g. "*.pe_*") whose multipliers stay in LUTs even
+    # where DSP blocks are used (Target.soft_mul_cmd).
+    soft_mul: tuple[str, ...] = ()
     bitstream: bool = False
     keep_netlist: bool = False
     timeout_s: float | None = None
@@ -255,16 +268,18 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 
 def _yosys_script(target: Target, opts: SynthOptions) -> str:
-    flags = list(target.dsp_flags if opts.dsp else target.no_dsp_flags)
+    flags = " ".join(target.dsp_flags if opts.dsp else target.no_dsp_flags)
+    synth = f"{target.yosys_synth} -top {TOP}" + (f" {flags}" if flags else "")
     lines = ["read_rtlil design.il", f"hierarchy -top {TOP}"]
     for mod in opts.keep:
         lines.append(f"setattr -mod -set keep_hierarchy 1 {_yosys_id(mod)}")
-    lines += [
-        f"{target.yosys_synth} -top {TOP} {' '.join(flags)} -json netlist.json".replace(
-            "  ", " "
-        ),
-        "tee -q -o yosys_stat.json stat -json",
-    ]
+    if opts.soft_mul:
+        lines += [f"{synth} -run :{target.soft_mul_at}", "proc"]
+        lines += [target.soft_mul_cmd.format(sel=f"{p}/t:$mul") for p in opts.soft_mul]
+        lines.append(f"{synth} -run {target.soft_mul_at}: -json netlist.json")
+    else:
+        lines.append(f"{synth} -json netlist.json")
+    lines.append("tee -q -o yosys_stat.json stat -json")
     return "\n".join(lines) + "\n"
 
 
@@ -296,6 +311,7 @@ def synthesize(
     parent = Path(out_root) / target.name
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the renamed run folder is not
     ctx = _RunCtx(
         target, name, tmp, parent / f"{name}.failed", parent / name, opts.timeout_s
     )
@@ -484,7 +500,8 @@ def build_report(
             "freq_mhz": opts.freq_mhz or target.default_freq_mhz,
             "seed": opts.seed,
             "constraints": Path(opts.constraints).name if opts.constraints else None,
-            "yosys": _yosys_script(target, opts).splitlines()[-2],
+            "yosys": _yosys_script(target, opts).splitlines(),
+            "soft_mul": list(opts.soft_mul),
         },
         "resources": resources,
         "available": available,
@@ -505,8 +522,9 @@ def summary_markdown(report: dict) -> str:
         "",
         f"- date: {report['date']}",
         f"- board: {report['board'] or 'none (pins placed freely)'}",
-        f"- yosys: `{report['options']['yosys']}`; nextpnr seed {report['options']['seed']},"
-        f" target {report['options']['freq_mhz']:g} MHz",
+        f"- yosys: `{'; '.join(report['options']['yosys'][2:-1])}`",
+        f"- nextpnr: seed {report['options']['seed']}, target {report['options']['freq_mhz']:g}"
+        f" MHz" + (" (the constraint file's clock frequency wins)" if report["board"] else ""),
         "",
         "| resource | used | available |",
         "|---|---:|---:|",

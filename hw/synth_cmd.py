@@ -29,6 +29,7 @@ from sqaccel.hw.synth import (
 
 DESIGNS = ("top", "pe", "array")
 SHELL_DUT = "top.dut"  # the shell's design-under-test module, counted on its own
+PE_MODULES = "*.pe_*"  # the array's PE instances (pe_<row>_<col>), as a Yosys pattern
 
 # The iCEBreaker's UP5K holds a 2x2 array with small buffers, not the default 8x8 build:
 # without a config of its own the iCE40 board top gets this one.
@@ -54,10 +55,18 @@ def build_design(kind: str, cfg: AccelConfig, target: Target, *, baud: int) -> w
 
 def design_options(kind: str, target: Target, *, dsp: bool, **kw) -> SynthOptions:
     """Synthesis options of a design: the board's pins for the top, the shell's module
-    kept apart otherwise."""
+    kept apart otherwise.
+
+    ``dsp`` False keeps the PE multipliers in LUTs: for a lone PE by leaving DSP blocks
+    out of the mapping; for the array and the top by mapping just the PEs' multipliers to
+    LUTs, so that the requantisers' wide multipliers still go to DSP blocks.
+    """
+    soft = () if dsp or kind == "pe" else (PE_MODULES,)
+    dsp = dsp or kind != "pe"
     if kind == "top":
-        return SynthOptions(dsp=dsp, constraints=target.board.constraints, bitstream=True, **kw)
-    return SynthOptions(dsp=dsp, keep=(SHELL_DUT,), **kw)
+        return SynthOptions(dsp=dsp, soft_mul=soft, constraints=target.board.constraints,
+                            bitstream=True, **kw)
+    return SynthOptions(dsp=dsp, soft_mul=soft, keep=(SHELL_DUT,), **kw)
 
 
 def run_name(kind: str, cfg: AccelConfig, *, dsp: bool) -> str:

@@ -28,6 +28,7 @@ from torch import nn
 
 from sqaccel.config import AccelConfig
 from sqaccel.errors import SqaccelError
+from sqaccel.sw.actquant import one_thread
 from sqaccel.sw.calibrate import CalibSettings, calibrated_network, search_weights
 from sqaccel.sw.golden import array_cfg, array_layer_bits, float_accuracy
 from sqaccel.sw.mixed_bits import layer_sensitivity, mixed_bits
@@ -55,19 +56,21 @@ ROWS: tuple[Row, ...] = (
 )
 
 
-def logit_error(net, model: nn.Module, x: torch.Tensor) -> float:
-    """Mean squared error of the integer network's real logits (accumulator x input scale x
-    weight scale) against the full-precision logits, relative to their mean square."""
+def evaluate_network(net, x: torch.Tensor, labels: torch.Tensor,
+                     reference: torch.Tensor) -> tuple[float, float]:
+    """(top-1 %, logit error) of the integer network on float inputs ``x``: the logit error
+    is the mean squared error of its real logits (accumulator x input scale x weight scale)
+    against the full-precision ``reference`` logits, relative to their mean square."""
     from sqaccel.sw.golden import IntLayer
 
     last = net.steps[-1]
     if not isinstance(last, IntLayer) or last.relu:
         raise SqaccelError("logit error: the network does not end in a raw logits layer")
-    with torch.no_grad():
-        acc = net.run(net.quantize_input(x), record=False).logits.to(torch.float64)
-        real = acc * last.in_scale * last.weight_scale
-        ref = model.eval()(x).to(torch.float64)
-    return float(((real - ref) ** 2).mean() / (ref**2).mean())
+    acc = net.run(net.quantize_input(x), record=False).logits
+    top1 = 100.0 * float((net.classify(acc) == labels).double().mean())
+    real = acc.to(torch.float64) * last.in_scale * last.weight_scale
+    ref = reference.to(torch.float64)
+    return top1, float(((real - ref) ** 2).mean() / (ref**2).mean())
 
 
 def _stderr(msg: str) -> None:
@@ -82,6 +85,8 @@ class _Runner:
         self.model, self.cfg, self.settings = model, cfg, settings
         self.x_cal, self.y_cal, self.x_test, self.y_test = data
         self.progress, self.log = progress, log
+        with torch.no_grad():
+            self.reference = model(self.x_test)
         self.done: dict[tuple, dict] = {}
 
     def run(self, method: str, layer_bits: dict[str, int], per_channel: bool, calibrate: bool,
@@ -95,7 +100,7 @@ class _Runner:
         t_search = time.perf_counter() - t0
         settings = self.settings if calibrate else replace(self.settings, iters=0)
         cal, net = calibrated_network(self.model, qw, self.x_cal, cfg, settings, self.progress)
-        acc = net.accuracy(self.x_test, self.y_test)
+        acc, err = evaluate_network(net, self.x_test, self.y_test, self.reference)
         res = {
             "method": method,
             "per_channel": per_channel,
@@ -104,7 +109,7 @@ class _Runner:
             "layer_bits": dict(layer_bits),
             "accuracy": acc,
             "calibration_accuracy": net.accuracy(self.x_cal, self.y_cal),
-            "logit_error": logit_error(net, self.model, self.x_test),
+            "logit_error": err,
             "search_seconds": t_search,
             "calibration_seconds": cal.seconds,
             "blocks": [b.to_dict() for b in cal.blocks],
@@ -131,6 +136,13 @@ def accuracy_table(
 ) -> dict:
     """The table's numbers (JSON-ready): full-precision accuracy, every row x column cell,
     the mixed-bits allocations and the time each calibration took."""
+    # One thread: the tensors are small, and the machine's cores may be shared.
+    with one_thread():
+        return _accuracy_table(model, seed, cfg, settings, progress, cache_dir, extra_budgets,
+                               log)
+
+
+def _accuracy_table(model, seed, cfg, settings, progress, cache_dir, extra_budgets, log):
     from sqaccel.sw.data import load_digits_split
 
     t_start = time.perf_counter()
@@ -185,6 +197,7 @@ def accuracy_table(
         "split": split.sizes(),
         "seed": seed,
         "full_precision": fp,
+        "layers": list(array_layer_bits(model, cfg.weight_bits, cfg)),
         "columns": [f"W{w}A{a}" for w, a in COLUMNS],
         "rows": [r.label for r in ROWS],
         "cells": cells,
@@ -232,7 +245,7 @@ def format_markdown(result: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(
             f"{1000 * cells[c]['logit_error']:.2f}" for c in cols) + " |")
     if result.get("mixed_budgets"):
-        layers = list(result["mixed_budgets"][0]["allocation"]["bits"])
+        layers = result["layers"]
         lines += [
             "",
             "Mixed bits per layer (SQ + calibration, A8); budget = bits x weights of the "

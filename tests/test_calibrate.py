@@ -233,3 +233,33 @@ def test_bad_settings_and_inputs_are_refused(model, data):
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(SqaccelError, match="NaN"):
         reconstruct(model, qw, bad, 8, FAST, progress=False)
+
+
+# -- the table -------------------------------------------------------------------------------
+
+
+def test_table_lists_every_row_and_column():
+    from sqaccel.sw.accuracy_table import COLUMNS, ROWS, format_markdown
+
+    cols = [f"W{w}A{a}" for w, a in COLUMNS]
+    assert cols == ["W4A8", "W3A8", "W2A8", "W4A4"]
+    result = {
+        "data": "digits test split (seed 0)", "split": {"test": 540, "calib": 180},
+        "full_precision": 98.5, "columns": cols, "rows": [r.label for r in ROWS],
+        "layers": ["0", "2", "11"],
+        "cells": {r.label: {c: {"accuracy": 90.0 + i + j / 10, "logit_error": 0.001 * (i + 1)}
+                            for j, c in enumerate(cols)} for i, r in enumerate(ROWS)},
+        "mixed_budgets": [{"average_bits_budget": 2.5, "accuracy": 97.0, "logit_error": 0.002,
+                           "allocation": {"bits": {"11": 4, "0": 4, "2": 2},
+                                          "used_bits": 10, "budget_bits": 12}}],
+        "calibrations": 3, "calibration_seconds_mean": 10.0, "calibration_seconds_max": 12.0,
+        "seconds": 40.0,
+    }
+    md = format_markdown(result)
+    assert "| | W4A8 | W3A8 | W2A8 | W4A4 |" in md
+    assert "| uniform + calibration | 90.00 | 90.10 | 90.20 | 90.30 |" in md
+    assert "| SQ search only | 91.00 | 91.10 | 91.20 | 91.30 |" in md
+    assert "| full precision | 98.50 | 98.50 | 98.50 | 98.50 |" in md
+    assert "| SQ + calibration | 3.00 | 3.00 | 3.00 | 3.00 |" in md  # logit error x 1000
+    assert "| W2.5 | 4 | 2 | 4 | 10 / 12 | 97.00 | 2.00 |" in md  # network order
+    assert len(ROWS) == 5 and all(r.label in md for r in ROWS)

@@ -210,10 +210,11 @@ class RoundingWeight(nn.Module):
 def block_forward(step: PlanStep, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """The block's output (after its ReLU, when it has one) with weight ``w``."""
     m = step.module
+    bias = m.bias.detach() if m.bias is not None else None  # the model is never trained
     if isinstance(m, nn.Conv2d):
-        y = F.conv2d(x, w, m.bias, m.stride, m.padding, m.dilation, m.groups)
+        y = F.conv2d(x, w, bias, m.stride, m.padding, m.dilation, m.groups)
     else:
-        y = F.linear(x, w, m.bias)
+        y = F.linear(x, w, bias)
     return torch.relu(y) if step.relu is not None else y
 
 
@@ -296,12 +297,13 @@ def reconstruct_block(
     kept = mse_cal >= mse_search and settings.iters > 0
     if kept:  # never hand on weights that fit the calibration data worse than the search's
         cal, mse_cal, up = search_w, mse_search, rw.search_up
-    cal.info["calibration"] = {
-        "method": "block reconstruction (AdaRound rounding + per-channel scale)",
-        "mse_search": mse_search,
-        "mse_calibrated": mse_cal,
-        "kept_search": kept,
-    }
+    if settings.iters:
+        cal.info["calibration"] = {
+            "method": "block reconstruction (AdaRound rounding + per-channel scale)",
+            "mse_search": mse_search,
+            "mse_calibrated": mse_cal,
+            "kept_search": kept,
+        }
     report = BlockReport(
         name=step.name,
         weights=int(w.numel()),
@@ -347,6 +349,11 @@ def reconstruct(
     missing = [s.name for s in gemms if s.name not in qweights]
     if missing:
         raise SqaccelError(f"calibration: no quantised weights for layers {missing}")
+    for s in gemms:
+        got, want = tuple(qweights[s.name].w_int.shape), tuple(s.module.weight.shape)
+        if got != want:
+            raise SqaccelError(f"calibration: layer {s.name!r} has quantised weights of shape "
+                               f"{got}, the layer {want}")
     if x_calib.shape[0] == 0:
         raise SqaccelError("calibration: no calibration samples")
     if not bool(torch.isfinite(x_calib).all()):

@@ -135,7 +135,11 @@ class BoardTop(wiring.Component):
         btn = Signal(init=int(self.board.btn_active_low))
         m.submodules.sync_btn = FFSynchronizer(self.btn, btn, init=btn.init, o_domain="por")
         pressed = ~btn if self.board.btn_active_low else btn
-        m.d.comb += ResetSignal("sync").eq((por != 0) | pressed)
+        # Registered: the reset net reaches every flip-flop of the design, so it should
+        # start at a flip-flop (which nextpnr may also put on a global network).
+        rst = Signal(init=1)
+        m.d.por += rst.eq((por != 0) | pressed)
+        m.d.comb += ResetSignal("sync").eq(rst)
 
         m.submodules.rx = rx = UARTRx(self.divisor)
         m.submodules.tx = tx = UARTTx(self.divisor)

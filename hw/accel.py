@@ -99,16 +99,19 @@ class Accelerator(wiring.Component):
         widths = buffer_word_bits(cfg)
         depths = buffer_depths(cfg)
 
-        # Host writes are registered once before they reach a buffer.
+        # Host writes are registered once before they reach a buffer, with each buffer's
+        # write enable decoded before that register: the enable then drives the memory
+        # (spread over many distributed-RAM cells for the wide buffers) straight from a
+        # flip-flop.
         pkt = self.host_in.payload
-        wr = Signal(data.StructLayout({"valid": 1, "pkt": packet_layout(cfg)}))
+        wr = Signal(packet_layout(cfg), reset_less=True)
         is_cmd = pkt.target == Target.COMMAND
         m.d.comb += [
             self.host_in.ready.eq(Mux(is_cmd, ctrl.cmd.ready, 1)),
             ctrl.cmd.valid.eq(self.host_in.valid & is_cmd),
             ctrl.cmd.payload.eq(pkt.data[: command_layout(cfg).size]),
         ]
-        m.d.sync += [wr.valid.eq(self.host_in.valid & ~is_cmd), wr.pkt.eq(pkt)]
+        m.d.sync += wr.eq(pkt)
 
         for target, name in BUFFER_OF_TARGET.items():
             if name not in depths:
@@ -118,15 +121,17 @@ class Accelerator(wiring.Component):
             m.submodules[f"{name}_buf"] = mem
             wp = mem.write_port()
             # `target == 0` would lint as a truncating `!target`.
-            is_target = (wr.pkt.target.as_value() == target.value if target.value
-                         else ~wr.pkt.target.as_value().any())
+            is_target = (pkt.target.as_value() == target.value if target.value
+                         else ~pkt.target.as_value().any())
             # Addresses past a depth that is not a power of two are dropped.
-            in_range = (wr.pkt.addr < depths[name]) if depths[name] & (depths[name] - 1) \
-                else ~wr.pkt.addr[addr_bits(depths[name]):].any()
+            in_range = (pkt.addr < depths[name]) if depths[name] & (depths[name] - 1) \
+                else ~pkt.addr[addr_bits(depths[name]):].any()
+            we = Signal(name=f"{name}_we")
+            m.d.sync += we.eq(self.host_in.valid & is_target & in_range)
             m.d.comb += [
-                wp.en.eq(wr.valid & is_target & in_range),
-                wp.addr.eq(wr.pkt.addr),
-                wp.data.eq(wr.pkt.data[: widths[name]]),
+                wp.en.eq(we),
+                wp.addr.eq(wr.addr),
+                wp.data.eq(wr.data[: widths[name]]),
             ]
             wiring.connect(m, mem.read_port(), read_of[name])
 

@@ -132,20 +132,22 @@ class PEArray(wiring.Component):
             m.d.sync += s[n].eq(s[n - 1])
 
         # -- S1: input registers -------------------------------------------------------
-        x_in = Signal(data.ArrayLayout(unsigned(cfg.act_bits), R))
-        w_in = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C))
+        # Datapath registers skip the reset (only valid bits and state take it), which keeps
+        # the reset net off the thousands of operand and accumulator flip-flops.
+        x_in = Signal(data.ArrayLayout(unsigned(cfg.act_bits), R), reset_less=True)
+        w_in = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C), reset_less=True)
         m.d.sync += [x_in.eq(p.x), w_in.eq(p.w)]
 
         # -- step tables: next (loaded) and active (used), swapped at the end of S1 ----
         op_t = weight_operand_shape(cfg)
-        x_op = Signal(data.ArrayLayout(unsigned(cfg.act_bits), R))
-        w_op = Signal(data.ArrayLayout(op_t, C))
+        x_op = Signal(data.ArrayLayout(unsigned(cfg.act_bits), R), reset_less=True)
+        w_op = Signal(data.ArrayLayout(op_t, C), reset_less=True)
         m.d.sync += x_op.eq(x_in)
         if cfg.pe == "shift":
             tables = C if cfg.step_tables == "channel" else 1
             table_t = data.ArrayLayout(data.ArrayLayout(unsigned(entry_bits), L), tables)
-            tbl_next = Signal(table_t)
-            tbl_active = Signal(table_t)
+            tbl_next = Signal(table_t, reset_less=True)
+            tbl_active = Signal(table_t, reset_less=True)
             with m.If(self.load.tbl_we):
                 for t in range(tables):
                     lane = self.load.tbl_data[t * entry_bits : (t + 1) * entry_bits]
@@ -168,10 +170,10 @@ class PEArray(wiring.Component):
                 m.d.sync += w_op[c].eq(w_in[c])
 
         # -- biases and requantisation words: next and current ------------------------
-        bias_next = Signal(data.ArrayLayout(acc_t, C))
-        bias_cur = Signal(data.ArrayLayout(acc_t, C))
-        rq_next = Signal(data.ArrayLayout(rq_t, C))
-        rq_cur = Signal(data.ArrayLayout(rq_t, C))
+        bias_next = Signal(data.ArrayLayout(acc_t, C), reset_less=True)
+        bias_cur = Signal(data.ArrayLayout(acc_t, C), reset_less=True)
+        rq_next = Signal(data.ArrayLayout(rq_t, C), reset_less=True)
+        rq_cur = Signal(data.ArrayLayout(rq_t, C), reset_less=True)
         with m.If(self.load.bias_we):
             m.d.sync += bias_next.eq(self.load.bias_data)
         with m.If(self.load.rq_we):
@@ -199,11 +201,12 @@ class PEArray(wiring.Component):
         # -- S5: capture into the shadow rows; drain one row per cycle -----------------
         cap = s[CAPTURE_STAGE]
         capture = cap.valid & cap.last
-        shadow = [Signal(data.ArrayLayout(acc_t, C), name=f"shadow{r}") for r in range(R)]
-        rq_tile = Signal(data.ArrayLayout(rq_t, C))
-        col_mask = Signal(C)
-        final = Signal()
-        rows_left = Signal(range(R + 1))
+        shadow = [Signal(data.ArrayLayout(acc_t, C), name=f"shadow{r}", reset_less=True)
+                  for r in range(R)]
+        rq_tile = Signal(data.ArrayLayout(rq_t, C), reset_less=True)
+        col_mask = Signal(C, reset_less=True)
+        final = Signal(reset_less=True)
+        rows_left = Signal(range(R + 1), reset_less=True)
         full = Signal()  # the shadow rows hold rows not yet drained
 
         credits = Signal(range(RESULT_FIFO_DEPTH + 1), init=RESULT_FIFO_DEPTH)
@@ -239,7 +242,7 @@ class PEArray(wiring.Component):
             ]
             ys.append(rq.o)
         side_t = data.StructLayout({"mask": C, "last": 1})
-        side = [Signal(side_t, name=f"side{n}") for n in range(RQ_LATENCY)]
+        side = [Signal(side_t, name=f"side{n}", reset_less=True) for n in range(RQ_LATENCY)]
         m.d.sync += [side[0].mask.eq(col_mask), side[0].last.eq(final & (rows_left == 1))]
         for a, b in zip(side, side[1:], strict=False):
             m.d.sync += b.eq(a)

@@ -71,9 +71,13 @@ class _PEBase(wiring.Component):
         """Stage 2, shared by both kinds: ``acc <= (first ? bias : acc) + addend``."""
         en1, first1 = Signal(), Signal()
         m.d.sync += [en1.eq(self.en), first1.eq(self.first)]
-        base = Mux(first1, self.bias, self.acc)
+        # Datapath registers skip the reset: a first operand loads the accumulator, and the
+        # reset net stays small (it limited Fmax when it reached every datapath flip-flop).
+        acc = Signal(signed(self.cfg.acc_bits), reset_less=True)
+        m.d.comb += self.acc.eq(acc)
+        base = Mux(first1, self.bias, acc)
         with m.If(en1):
-            m.d.sync += self.acc.eq(base + addend)
+            m.d.sync += acc.eq(base + addend)
 
 
 class ShiftAddPE(_PEBase):
@@ -100,8 +104,8 @@ class ShiftAddPE(_PEBase):
                     m.d.comb += term.eq(0)
             terms.append(term)
         mag_bits = magnitude_bits(cfg)
-        mag = Signal(unsigned(mag_bits))
-        neg = Signal()
+        mag = Signal(unsigned(mag_bits), reset_less=True)
+        neg = Signal(reset_less=True)
         total = terms[0]
         for term in terms[1:]:
             total = total + term
@@ -120,7 +124,7 @@ class MultPE(_PEBase):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        prod = Signal(signed(cfg.act_bits + cfg.weight_bits + 1))
+        prod = Signal(signed(cfg.act_bits + cfg.weight_bits + 1), reset_less=True)
         m.d.sync += prod.eq(self.x * self.w)
         self._accumulate(m, prod)
         return m

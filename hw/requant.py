@@ -7,10 +7,16 @@ Raw mode runs through the same datapath with M = 1, S = 0 and no rounding or cla
 accumulator needs no delay line of its own. The pipeline has ``LATENCY`` stages and never
 stalls (both streams are always-ready): whoever feeds it keeps room for what is in flight.
 
-    stage 1  product = acc * M                (the one multiplier of the column)
-    stage 2  rounded = product + 2^(S-1)
-    stage 3  shifted = rounded >> S           (arithmetic: flooring)
-    stage 4  y = clamp(shifted, 0, 2^A - 1)   (ReLU) or shifted (raw)
+    stage 1  operands registered (M = 1, S = 0 in raw mode)
+    stage 2  partial products: each 17-bit slice of acc times M (one DSP block each)
+    stage 3  product = acc * M, the partial products added
+    stage 4  rounded = product + 2^(S-1)
+    stage 5  shifted = rounded >> S           (arithmetic: flooring)
+    stage 6  y = clamp(shifted, 0, 2^A - 1)   (ReLU) or shifted (raw)
+
+The multiplier is split by hand so that neither the DSP blocks nor the adder that joins their
+outputs shares a cycle with anything else (on ECP5 the unsplit product, with the raw-mode
+multiplexer in front, limited the whole design to 78 MHz).
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from amaranth.lib.wiring import In, Out
 
 from sqaccel.config import AccelConfig
 
-LATENCY = 4
+LATENCY = 6
+# Width of the unsigned low slices of acc: a slice times the 16-bit M fits an 18 x 18 DSP.
+SLICE_BITS = 17
 
 
 def requant_word_layout(cfg: AccelConfig) -> data.StructLayout:
@@ -64,37 +72,60 @@ class Requantiser(wiring.Component):
             m.d.sync += b.eq(a)
         m.d.comb += self.o.valid.eq(valid[-1])
 
-        # Stage 1: the product; raw mode multiplies by 1.
-        prod = Signal(signed(prod_bits))
-        s1 = Signal(unsigned(cfg.requant_s_bits))
-        relu1 = Signal()
-        m_eff = Mux(p.relu, p.rq.m, 1)
+        # Only the valid bits take the reset; the datapath registers need none.
+        def reg(shape, name):
+            return Signal(shape, name=name, reset_less=True)
+
+        # Stage 1: operands; raw mode multiplies by 1 and shifts by 0.
+        acc1 = reg(signed(acc_bits), "acc1")
+        m1 = reg(unsigned(cfg.requant_m_bits), "m1")
+        s1 = reg(unsigned(cfg.requant_s_bits), "s1")
+        relu1 = reg(1, "relu1")
         m.d.sync += [
-            prod.eq(p.acc * m_eff),
+            acc1.eq(p.acc),
+            m1.eq(Mux(p.relu, p.rq.m, 1)),
             s1.eq(Mux(p.relu, p.rq.s, 0)),
             relu1.eq(p.relu),
         ]
 
-        # Stage 2: + 2^(S-1) (half-up rounding); nothing when S = 0 (raw mode).
-        rounded = Signal(signed(wide))
-        s2 = Signal.like(s1)
-        relu2 = Signal()
+        # Stage 2: partial products of acc's slices (low slices unsigned, the top one signed).
+        slices = []
+        for lo in range(0, acc_bits, SLICE_BITS):
+            hi = min(lo + SLICE_BITS, acc_bits)
+            part = acc1[lo:hi] if hi < acc_bits else acc1[lo:hi].as_signed()
+            pp = reg(signed(hi - lo + cfg.requant_m_bits + 1), f"pp{lo}")
+            m.d.sync += pp.eq(part * m1)
+            slices.append((lo, pp))
+        s2, relu2 = reg(unsigned(cfg.requant_s_bits), "s2"), reg(1, "relu2")
+        m.d.sync += [s2.eq(s1), relu2.eq(relu1)]
+
+        # Stage 3: the product, the partial products added.
+        prod = reg(signed(prod_bits), "prod")
+        total = slices[0][1]
+        for lo, pp in slices[1:]:
+            total = total + (pp << lo)
+        s3, relu3 = reg(unsigned(cfg.requant_s_bits), "s3"), reg(1, "relu3")
+        m.d.sync += [prod.eq(total), s3.eq(s2), relu3.eq(relu2)]
+
+        # Stage 4: + 2^(S-1) (half-up rounding); nothing when S = 0 (raw mode).
         # Bit S-1 of a one-hot (none for S = 0). A bit above the product's width only meets
         # S so large that the clamp gives 0 with or without it, so it may be dropped.
-        half = (Const(1, 1) << s1)[1:]
-        m.d.sync += [rounded.eq(prod + half[: min(wide - 1, len(half))]), s2.eq(s1),
-                     relu2.eq(relu1)]
+        rounded = reg(signed(wide), "rounded")
+        s4, relu4 = reg(unsigned(cfg.requant_s_bits), "s4"), reg(1, "relu4")
+        half = (Const(1, 1) << s3)[1:]
+        m.d.sync += [rounded.eq(prod + half[: min(wide - 1, len(half))]), s4.eq(s3),
+                     relu4.eq(relu3)]
 
-        # Stage 3: arithmetic shift right by S (floors).
-        shifted = Signal(signed(wide))
-        relu3 = Signal()
-        m.d.sync += [shifted.eq(rounded >> s2), relu3.eq(relu2)]
+        # Stage 5: arithmetic shift right by S (floors).
+        shifted = reg(signed(wide), "shifted")
+        relu5 = reg(1, "relu5")
+        m.d.sync += [shifted.eq(rounded >> s4), relu5.eq(relu4)]
 
-        # Stage 4: clamp to 0 .. 2^A-1 (ReLU) or pass the accumulator (raw).
+        # Stage 6: clamp to 0 .. 2^A-1 (ReLU) or pass the accumulator (raw).
         negative = shifted[-1]
         over = shifted[act_bits:-1].any()
         clamped = Mux(negative, 0, Mux(over, cfg.act_max, shifted[:act_bits]))
-        y = Signal(signed(acc_bits))
-        m.d.sync += y.eq(Mux(relu3, clamped, shifted[:acc_bits]))
+        y = reg(signed(acc_bits), "y")
+        m.d.sync += y.eq(Mux(relu5, clamped, shifted[:acc_bits]))
         m.d.comb += self.o.payload.eq(y)
         return m

@@ -8,13 +8,17 @@ derives the numbers; the simulation tests and bench/bench_array.py check them.
 from __future__ import annotations
 
 from sqaccel.config import AccelConfig
+from sqaccel.hw.array import CAPTURE_STAGE
+from sqaccel.hw.requant import LATENCY as REQUANT_LATENCY
 
 # From a last slot's issue (S0) to its capture into the shadow rows: S1..S5.
-CAPTURE_AFTER = 5
-# From a drain cycle to the word's acceptance: requantiser (4) + result FIFO (2).
-DRAIN_TO_OUT = 6
+CAPTURE_AFTER = CAPTURE_STAGE
+# The result FIFO (SyncFIFOBuffered): a word written in one cycle is readable two later.
+FIFO_LATENCY = 2
+# From a drain cycle to the word's acceptance: requantiser + result FIFO.
+DRAIN_TO_OUT = REQUANT_LATENCY + FIFO_LATENCY
 # A new_j slot holds the next registers until it leaves S4.
-SWAP_CYCLES = 5
+SWAP_CYCLES = CAPTURE_STAGE
 
 
 def load_cycles(cfg: AccelConfig) -> int:
@@ -57,7 +61,7 @@ def steady_state(cfg: AccelConfig, m: int, n: int, k: int) -> bool:
 
 
 def cycles_closed_form(cfg: AccelConfig, m: int, n: int, k: int) -> int:
-    """T*K + load + r_last + 12: T tiles, r_last rows in the last row tile."""
+    """T*K + load + r_last + 14: T tiles, r_last rows in the last row tile."""
     rows = tile_rows(cfg, m)
     tiles = len(rows) * -(-n // cfg.cols)
     return tiles * k + load_cycles(cfg) + rows[-1] + 1 + CAPTURE_AFTER + DRAIN_TO_OUT

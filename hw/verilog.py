@@ -91,6 +91,9 @@ def format_description(cfg: AccelConfig, preload: Preload | None = None) -> dict
         if name == "requant":
             entry["lane_fields"] = _fields(requant_word_layout(cfg))
         buffers[name] = entry
+    # The closed form's constant: slot pipeline to the capture, drain start, requantiser
+    # and result FIFO (timing.cycles_closed_form without T*K, load and r_last).
+    fixed = timing.CAPTURE_AFTER + 1 + timing.DRAIN_TO_OUT
     return {
         "format": "sqaccel-host-interface",
         "version": FORMAT_VERSION,
@@ -146,8 +149,8 @@ def format_description(cfg: AccelConfig, preload: Preload | None = None) -> dict
         "timing": {
             "cycles": "from the command's acceptance to its last result word, inclusive, "
                       "result.ready high",
-            "closed_form": "T*K + load + r_last + 12 with T = ceil(M/R)*ceil(N/C) tiles, "
-                           "r_last = M - (ceil(M/R)-1)*R",
+            "closed_form": f"T*K + load + r_last + {fixed} with T = ceil(M/R)*ceil(N/C) "
+                           "tiles, r_last = M - (ceil(M/R)-1)*R",
             "load": timing.load_cycles(cfg),
             "closed_form_holds_when": f"K >= R + 6 = {cfg.rows + 6} and ceil(M/R)*K >= "
                                       f"{timing.SWAP_CYCLES + timing.load_cycles(cfg)}",

@@ -26,7 +26,7 @@ result FIFO while the next tile computes: tiles run back to back as long as K >=
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -199,8 +199,10 @@ class PEArray(wiring.Component):
                 acc[r][c] = pe.acc
 
         # -- S5: capture into the shadow rows; drain one row per cycle -----------------
+        # `capture`, `drain` and the shadow rows' enable are flip-flops, each computed a
+        # cycle ahead: they fan out to all R x C x acc_bits shadow bits, and a gate between
+        # them and that fan-out was the array's critical path.
         cap = s[CAPTURE_STAGE]
-        capture = cap.valid & cap.last
         shadow = [Signal(data.ArrayLayout(acc_t, C), name=f"shadow{r}", reset_less=True)
                   for r in range(R)]
         rq_tile = Signal(data.ArrayLayout(rq_t, C), reset_less=True)
@@ -208,26 +210,41 @@ class PEArray(wiring.Component):
         final = Signal(reset_less=True)
         rows_left = Signal(range(R + 1), reset_less=True)
         full = Signal()  # the shadow rows hold rows not yet drained
-
         credits = Signal(range(RESULT_FIFO_DEPTH + 1), init=RESULT_FIFO_DEPTH)
-        drain = Signal()
-        m.d.comb += drain.eq(full & credits.any())
+        capture = Signal()  # = cap.valid & cap.last
+        drain = Signal()  # = full & (credits != 0)
+        shadow_en = Signal()  # = capture | drain
+        popped = Signal()
+
+        prev = s[CAPTURE_STAGE - 1]
+        capture_next = prev.valid & prev.last
+        full_next = Signal()
+        credits_next = Signal.like(credits)
+        m.d.comb += [
+            full_next.eq(capture | (full & ~(drain & (rows_left == 1)))),
+            credits_next.eq(credits - drain + popped),
+        ]
+        drain_next = full_next & credits_next.any()
+        m.d.sync += [
+            capture.eq(capture_next),
+            full.eq(full_next),
+            credits.eq(credits_next),
+            drain.eq(drain_next),
+            shadow_en.eq(capture_next | drain_next),
+        ]
         with m.If(capture):
             m.d.sync += [
-                full.eq(1),
                 rows_left.eq(cap.rows),
                 rq_tile.eq(rq_cur),
                 final.eq(cap.final),
                 col_mask.eq(Cat(cap.cols > c for c in range(C))),
             ]
-            for r in range(R):
-                m.d.sync += shadow[r].eq(Cat(*acc[r]))
         with m.Elif(drain):
-            for r in range(R - 1):
-                m.d.sync += shadow[r].eq(shadow[r + 1])
             m.d.sync += rows_left.eq(rows_left - 1)
-            with m.If(rows_left == 1):
-                m.d.sync += full.eq(0)
+        with m.If(shadow_en):
+            for r in range(R):
+                below = shadow[r + 1] if r + 1 < R else shadow[r]
+                m.d.sync += shadow[r].eq(Mux(capture, Cat(*acc[r]), below))
 
         # Requantisers, one per column, and the mask / end marker beside them.
         ys = []
@@ -262,8 +279,7 @@ class PEArray(wiring.Component):
             self.result.payload.eq(fifo.r_data),
             fifo.r_en.eq(self.result.ready),
         ]
-        popped = fifo.r_rdy & fifo.r_en
-        m.d.sync += credits.eq(credits - drain + popped)
+        m.d.comb += popped.eq(fifo.r_rdy & fifo.r_en)
 
         # -- status --------------------------------------------------------------------
         in_flight = [s[n] for n in range(2, CAPTURE_STAGE + 1)]

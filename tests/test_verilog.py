@@ -33,7 +33,10 @@ def findings(messages: str) -> list[str]:
     AccelConfig(rows=1, cols=1, act_depth=1, weight_depth=1, n_max=1, k_max=1),
     AccelConfig(),
     AccelConfig(pe="mult"),
-], ids=["2x2-shift", "2x2-mult", "3x2-odd-depths", "1x1-smallest", "8x8-shift", "8x8-mult"])
+    AccelConfig(rows=16, cols=16),
+    AccelConfig(rows=16, cols=16, pe="mult"),
+], ids=["2x2-shift", "2x2-mult", "3x2-odd-depths", "1x1-smallest", "8x8-shift", "8x8-mult",
+        "16x16-shift", "16x16-mult"])
 def test_generate_and_lint(cfg, tmp_path):
     out = gen.generate(cfg, tmp_path / "v")
     assert sorted(p.name for p in out.iterdir()) == sorted(

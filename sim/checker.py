@@ -55,17 +55,15 @@ def fail_if(what: str, mismatches: Sequence[Mismatch], total: int, unit: str = "
 # -- PE accumulator traces -----------------------------------------------------------------
 
 
-def trace_mismatches(expected, actual, label: Sequence[str] | None = None) -> list[Mismatch]:
-    """Differences of two per-cycle traces (same length); index = the cycle."""
+def trace_mismatches(expected, actual, start: int = 0) -> list[Mismatch]:
+    """Differences of two per-cycle traces (same length) from cycle ``start`` on (earlier
+    cycles are undefined, e.g. an accumulator without reset); index = the cycle."""
     e = np.asarray(expected, dtype=np.int64)
     a = np.asarray(actual, dtype=np.int64)
     if e.shape != a.shape:
         raise CheckFailure(f"trace of {a.shape[0]} cycles, the model has {e.shape[0]}")
-    bad = np.flatnonzero(e != a)
-    return [
-        Mismatch(f"cycle {int(i)}", int(e[i]), int(a[i]), label[int(i)] if label else "")
-        for i in bad
-    ]
+    bad = np.flatnonzero(e[start:] != a[start:]) + start
+    return [Mismatch(f"cycle {int(i)}", int(e[i]), int(a[i])) for i in bad]
 
 
 # -- array results -------------------------------------------------------------------------

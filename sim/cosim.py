@@ -15,6 +15,7 @@ import os
 import random
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from sqaccel.config import AccelConfig, UniversalSet
+from sqaccel.errors import SqaccelError
 from sqaccel.hw import timing
 from sqaccel.hw.pe import make_pe, weight_operand_shape
 from sqaccel.sim.runner import CosimFailure, CosimResult, run_cocotb, waves_requested
@@ -35,8 +37,11 @@ FULL_ENV = "SQACCEL_SIM_FULL"
 BUILD_ENV = "SQACCEL_COSIM_BUILD"
 REPO = Path(__file__).resolve().parents[1]
 # Amaranth's Verilog trips Verilator's width lints (it extends by concatenation); they are
-# style, not errors.
-VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style")
+# style, not errors. cocotb's runner makes every signal public (--public-flat-rw), which
+# keeps Verilator from optimising the model (4x the C++, 2-3x slower); the testbenches
+# touch only the top's ports, so only depth 1 stays public.
+VERILATOR_ARGS = ("-Wno-fatal", "-Wno-lint", "-Wno-style", "--no-public-flat-rw",
+                  "--public-depth", "1")
 # The C++ of the full top takes minutes at Verilator's default -Os and well under one at
 # -O0; the simulation's time goes to the Python side anyway.
 MAKE_OPT_FLAGS = ("OPT_FAST=-O0", "OPT_GLOBAL=-O0")
@@ -206,13 +211,17 @@ def run_pe(
     chunk: int = 50_000,
     build_dir: Path | None = None,
     waves: bool | None = None,
+    model_offset: dict | None = None,
 ) -> CosimResult:
     """Directed corner cases, then ``cycles`` random cycles, on every PE of ``cfgs`` at once;
-    every PE's accumulator is compared with the model every cycle."""
+    every PE's accumulator is compared with the model every cycle. ``model_offset``
+    ({"pe", "operand", "delta"}) gives the model a wrong weight for one operand, to show
+    that a wrong model fails."""
     dicts = [c.to_dict() for c in cfgs]
     build_dir = Path(build_dir or build_root() / f"pe_bench-{_digest(dicts)}")
     src = pe_bench_verilog(cfgs, build_dir)
-    job = {"configs": dicts, "cycles": int(cycles), "chunk": int(chunk), "seed": int(seed)}
+    job = {"configs": dicts, "cycles": int(cycles), "chunk": int(chunk), "seed": int(seed),
+           "model_offset": model_offset}
     return simulate(verilog_file=src, toplevel="pe_bench", test_module="sqaccel.sim.tb_pe",
                     build_dir=build_dir, job=job, job_name="pe", seed=seed, waves=waves)
 
@@ -231,7 +240,14 @@ def accel_verilog(cfg: AccelConfig, build_dir: Path) -> Path:
     format.json (the host interface the testbench drives)."""
     from sqaccel.hw import verilog as hw_verilog
 
-    rtl = hw_verilog.generate(cfg, Path(build_dir) / "rtl")
+    # Verilator skips its whole run when its input is older than its output, so files whose
+    # text did not change keep their time stamps.
+    rtl = Path(build_dir) / "rtl"
+    rtl.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=build_dir) as tmp:
+        fresh = hw_verilog.generate(cfg, Path(tmp) / "rtl")
+        for f in sorted(fresh.iterdir()):
+            write_if_changed(rtl / f.name, f.read_text())
     return rtl / hw_verilog.VERILOG_FILE
 
 
@@ -247,14 +263,14 @@ def command_timeout(cfg: AccelConfig, m: int, n: int, k: int, ready_prob: float 
     return int((tiles * (k + 4 * (cfg.rows + cfg.cols) + 32) + 1000) * 4 / ready_prob)
 
 
-def command_entry(cfg: AccelConfig, name: str, placed, expected: torch.Tensor,
-                  row_offset: int = 0) -> dict:
-    m, n, k = placed.gemm.shape
+def command_entry(cfg: AccelConfig, name: str, expected: torch.Tensor, *, k: int, relu: bool,
+                  bases: dict[str, int] | None = None, row_offset: int = 0) -> dict:
+    """One command of a job: its fields, the output it must produce ([M, N]), the cycle
+    count hw.timing gives it and a timeout."""
+    m, n = expected.shape
     return {
         "name": name,
-        "command": {"m": m, "n": n, "k": k, "act_base": placed.act_base,
-                    "w_base": placed.w_base, "step_base": placed.step_base,
-                    "param_base": placed.param_base, "relu": bool(placed.gemm.relu)},
+        "command": {"m": m, "n": n, "k": k, "relu": bool(relu), **(bases or {})},
         "expected": expected.tolist(),
         "row_offset": row_offset,
         "timeout": command_timeout(cfg, m, n, k),
@@ -278,7 +294,10 @@ def gemm_batches(cfg: AccelConfig, cases: Sequence[tuple[str, object]],
         cmds = []
         for i, p in zip(group, placed, strict=True):
             want = expected[i] if expected is not None else gemm_expected(cfg, cases[i][1])
-            cmds.append(command_entry(cfg, cases[i][0], p, want))
+            bases = {"act_base": p.act_base, "w_base": p.w_base, "step_base": p.step_base,
+                     "param_base": p.param_base}
+            cmds.append(command_entry(cfg, cases[i][0], want, k=p.gemm.shape[2],
+                                      relu=p.gemm.relu, bases=bases))
         batches.append({"load": contents, "commands": cmds})
         group.clear()
 
@@ -380,3 +399,212 @@ def random_gemm_case(cfg: AccelConfig, index: int, rng: random.Random):
 def random_gemm_cases(cfg: AccelConfig, count: int, seed: int) -> list[tuple[str, object]]:
     rng = random.Random(seed)
     return [random_gemm_case(cfg, i, rng) for i in range(count)]
+
+
+# -- levels 3 and 4: layers and networks from memory images ----------------------------------
+
+
+def layer_image_words(loaded, name: str) -> dict[str, list[int]]:
+    """The buffer words of GEMM layer ``name`` read from its image files (``.hex``), as a
+    host loads them; ``loaded`` is ``sw.images.load``'s result (hashes already checked)."""
+    from sqaccel.sw import images
+
+    for meta in loaded.manifest["steps"]:
+        if meta.get("op") == "gemm" and meta["name"] == name:
+            break
+    else:
+        raise SqaccelError(f"{loaded.directory}: no GEMM layer {name!r} in the manifest")
+    out = {}
+    for kind, files in meta["images"].items():
+        fname = files["hex"]
+        entry = loaded.manifest["files"][fname]
+        path = Path(loaded.directory) / fname
+        out[kind] = images.parse_hex(path.read_bytes(), int(entry["word_bits"]),
+                                     int(entry["words"]), str(path))
+    return out
+
+
+def row_chunks(cfg: AccelConfig, m: int, k: int) -> list[tuple[int, int]]:
+    """Row ranges of a GEMM whose activations fit the activation buffer one range at a
+    time (the weights stay loaded: one command per range)."""
+    tiles = cfg.act_depth // k
+    if tiles < 1:
+        raise SqaccelError(f"K = {k}: one row tile needs {k} activation words, the buffer "
+                           f"holds {cfg.act_depth}")
+    step = tiles * cfg.rows
+    return [(r, min(m, r + step)) for r in range(0, m, step)]
+
+
+def layer_batches(cfg: AccelConfig, name: str, words: dict[str, list[int]], x: torch.Tensor,
+                  expected: torch.Tensor, relu: bool) -> list[dict]:
+    """A layer as commands: the first loads the layer's image words, every one loads its
+    rows' activations (``x`` [M, K]) and runs them; ``expected`` is [M, N]."""
+    from sqaccel.sw import images
+
+    m, k = x.shape
+    batches = []
+    for r0, r1 in row_chunks(cfg, m, k):
+        load = dict(words) if not batches else {}
+        load["act"] = images.activation_words(x[r0:r1], cfg)
+        what = f"layer {name!r}" + (f" (rows {r0}..{r1 - 1} of {m})" if (r0, r1) != (0, m)
+                                    else "")
+        batches.append({"load": load, "commands": [
+            command_entry(cfg, what, expected[r0:r1], k=k, relu=relu, row_offset=r0)]})
+    return batches
+
+
+def layer_output(layer, y: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
+    """A GEMM layer's output tensor from its [M, N] result (as ``IntLayer.run`` shapes it)."""
+    if layer.kind == "conv":
+        b, oh, ow = lead
+        return y.reshape(b, oh, ow, layer.n).permute(0, 3, 1, 2).contiguous()
+    return y
+
+
+@dataclass
+class LayerRun:
+    """One GEMM layer of an images folder, ready to run: the config, the layer's image
+    words, its GEMM input X [M, K] and the golden model's output [M, N]."""
+
+    cfg: AccelConfig
+    name: str
+    words: dict[str, list[int]]
+    x: torch.Tensor
+    expected: torch.Tensor
+    relu: bool
+
+    def batches(self) -> list[dict]:
+        return layer_batches(self.cfg, self.name, self.words, self.x, self.expected, self.relu)
+
+
+def reference_inputs(loaded) -> torch.Tensor:
+    """The integer network inputs that export stored in the manifest."""
+    ref = loaded.manifest.get("reference")
+    if not ref:
+        raise SqaccelError(f"{loaded.directory}: the manifest stores no reference inputs")
+    return torch.tensor(ref["inputs"], dtype=torch.int64).reshape(ref["inputs_shape"])
+
+
+def layer_run(images_dir: str | Path, layer: str, x_int: torch.Tensor | None = None) -> LayerRun:
+    """Layer ``layer`` of the network in ``images_dir`` when the network's input is ``x_int``
+    (integer codes; default: the reference inputs stored at export)."""
+    from sqaccel.sw import images
+
+    loaded = images.load(images_dir)
+    net = loaded.network
+    x = reference_inputs(loaded) if x_int is None else arith.as_i64(x_int)
+    ops = net.operands(layer, x)
+    return LayerRun(net.cfg, layer, layer_image_words(loaded, layer), ops.x, ops.out, ops.relu)
+
+
+def run_layer_runs(runs: Sequence[LayerRun], seed: int, waves: bool | None = None
+                   ) -> CosimResult:
+    """Run layers one after the other in one simulation (each loads its own words)."""
+    if not runs or any(r.cfg != runs[0].cfg for r in runs):
+        raise SqaccelError("layer runs: need at least one, all for the same config")
+    job = {"batches": [b for r in runs for b in r.batches()], "ready_prob": 1.0}
+    return run_accel_job(runs[0].cfg, job, "run_gemms", seed, "layers", waves)
+
+
+def run_layers(images_dir: str | Path, layers: Sequence[str] | None = None,
+               x_int: torch.Tensor | None = None, seed: int | None = None,
+               waves: bool | None = None) -> CosimResult:
+    """``run_layer`` for several layers (default: every GEMM layer) in one simulation."""
+    from sqaccel.sw import images
+
+    if layers is None:
+        layers = [la.name for la in images.load(images_dir).network.gemm_layers()]
+    seed = seed_from_env() if seed is None else seed
+    return run_layer_runs([layer_run(images_dir, n, x_int) for n in layers], seed, waves)
+
+
+def run_layer(images_dir: str | Path, layer: str, x_int: torch.Tensor | None = None,
+              seed: int | None = None, waves: bool | None = None) -> CosimResult:
+    """Run one GEMM layer of an exported network on the RTL: its weights, step tables,
+    biases and requant words from the image files, its input computed by the golden model
+    from ``x_int``; every result word compared with the golden model's output. Raises
+    CosimFailure naming the layer, the output index, the expected and the actual value."""
+    return run_layers(images_dir, [layer], x_int, seed, waves)
+
+
+@dataclass
+class NetworkRun:
+    """What ``run_network`` measured: the RTL's classes and the simulation's cost."""
+
+    predictions: list[int]
+    logits: list[list[int]]
+    layers: dict[str, dict]  # per GEMM layer: commands, cycles, host words, result words
+    sim_cycles: int
+    wall_s: float
+    result: CosimResult
+
+
+def run_network(images_dir: str | Path, x_int: torch.Tensor, seed: int | None = None,
+                waves: bool | None = None) -> NetworkRun:
+    """The whole network of ``images_dir`` on the RTL for the integer inputs ``x_int``
+    (a batch: the images share the GEMMs' M dimension, so each layer's words load once).
+    GEMM layers run on the RTL, the steps between them in the golden model's integer code
+    on the RTL's outputs; every step's output must equal the golden model's."""
+    from sqaccel.sw import images
+
+    seed = seed_from_env() if seed is None else seed
+    loaded = images.load(images_dir)
+    cfg = loaded.network.cfg
+    x = arith.as_i64(x_int)
+    build_dir = accel_build_dir(cfg)
+    report = build_dir / "jobs" / f"network-report-{os.getpid()}.json"
+    report.unlink(missing_ok=True)
+    job = {"images": str(Path(images_dir).resolve()), "inputs": x.flatten().tolist(),
+           "shape": list(x.shape), "report": str(report), "ready_prob": 1.0}
+    try:
+        result = run_accel_job(cfg, job, "run_network", seed, "network", waves)
+        r = json.loads(report.read_text())
+    finally:
+        report.unlink(missing_ok=True)
+    return NetworkRun(r["predictions"], r["logits"], r["layers"], r["sim_cycles"],
+                      r["wall_s"], result)
+
+
+def digits_images(cfg: AccelConfig | None = None, bits: int = 4, seed: int = 0,
+                  out_dir: Path | None = None) -> Path:
+    """Memory images of the quantised digits CNN for ``cfg`` (SQ weights on the shift-add
+    PE, uniform on the multiplier PE), exported as ``sqaccel export`` does; kept in the
+    build folder and re-exported when missing or unreadable."""
+    from sqaccel.sw import images
+    from sqaccel.sw.actquant import one_thread
+    from sqaccel.sw.golden import build_pipeline, digits_eval_data
+    from sqaccel.sw.qweight import PE_OF_METHOD
+    from sqaccel.sw.train import load_or_train_digits
+
+    cfg = cfg or AccelConfig()
+    method = {pe: m for m, pe in PE_OF_METHOD.items()}[cfg.pe]
+    out = Path(out_dir or build_root() / f"images-digits-{method}{bits}-s{seed}-"
+                                         f"{_digest(cfg.to_dict())}")
+    if (out / images.MANIFEST).is_file():
+        try:
+            images.load(out, cfg)
+            return out
+        except SqaccelError:
+            pass
+    model = load_or_train_digits(seed=seed, cache_dir=REPO / "build" / "models")
+    x_cal, (x_test, _) = digits_eval_data(seed=seed)
+    with one_thread():
+        net = build_pipeline(model, method, bits, x_cal, cfg).network
+        ref = net.quantize_input(x_test[:16])
+    info = {"model": "digits_cnn", "dataset": "digits", "seed": seed, "method": method,
+            "bits": bits}
+    return images.export(net, out, reference_inputs=ref, info=info)
+
+
+def digits_test_inputs(images_dir: str | Path, count: int, seed: int = 0
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``count`` digits test images as the network's integer inputs, and their
+    labels."""
+    from sqaccel.sw import images
+    from sqaccel.sw.golden import digits_eval_data
+
+    net = images.load(images_dir).network
+    _, (x_test, y_test) = digits_eval_data(seed=seed)
+    if not 1 <= count <= x_test.shape[0]:
+        raise SqaccelError(f"{count} test images asked for, the split has {x_test.shape[0]}")
+    return net.quantize_input(x_test[:count]), y_test[:count]

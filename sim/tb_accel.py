@@ -48,6 +48,26 @@ async def run_command(tb: AccelTB, fmt: HostFormat, entry: dict) -> list[int]:
     return words
 
 
+async def play_batches(tb: AccelTB, fmt: HostFormat, cfg: AccelConfig, batches: list[dict],
+                       failures: list[str]) -> list[list[int]]:
+    """Load each batch's words, run its commands; check every result word against the
+    entry's expected output (a difference goes to ``failures``). Returns each command's
+    result words."""
+    out = []
+    for batch in batches:
+        await tb.send(load_packets(fmt, batch["load"]))
+        for entry in batch["commands"]:
+            words: list[int] = []
+            try:
+                words = await run_command(tb, fmt, entry)
+                checker.check_results(entry["name"], torch.tensor(entry["expected"]), words,
+                                      cfg, int(entry.get("row_offset", 0)))
+            except checker.CheckFailure as e:
+                failures.append(str(e))
+            out.append(words)
+    return out
+
+
 def summarise(failures: list[str], done: int, what: str) -> None:
     if failures:
         shown = failures[:4]
@@ -73,20 +93,65 @@ if cocotb is not None:
         tb = make_tb(dut, fmt, job)
         dut._log.info("seed %d, config %s", job["seed"], cfg.name())
         await tb.start()
-        failures, done = [], 0
+        failures: list[str] = []
         t0, c0 = time.perf_counter(), tb.sim_cycles()
-        for batch in job["batches"]:
-            await tb.send(load_packets(fmt, batch["load"]))
-            for entry in batch["commands"]:
-                try:
-                    words = await run_command(tb, fmt, entry)
-                    checker.check_results(entry["name"], torch.tensor(entry["expected"]),
-                                          words, cfg, int(entry.get("row_offset", 0)))
-                except checker.CheckFailure as e:
-                    failures.append(str(e))
-                done += 1
+        done = len(await play_batches(tb, fmt, cfg, job["batches"], failures))
         dt = time.perf_counter() - t0
         dut._log.info("%d commands, %d host words in, %d result words, %d cycles (%d in "
                       "commands), %.1f s", done, tb.host.sent, len(tb.results.words),
                       tb.sim_cycles() - c0, tb.command_cycles, dt)
         summarise(failures, done, "commands")
+
+    @cocotb.test()
+    async def run_network(dut):
+        """GEMM layers on the RTL, the steps between them in the golden model's integer code
+        on the RTL's outputs; every step's output against the golden model's."""
+        from sqaccel.sim.cosim import layer_batches, layer_image_words, layer_output
+        from sqaccel.sw import images
+        from sqaccel.sw.golden import IntLayer, gemm_operands
+
+        job = load_job()
+        cfg = AccelConfig.from_dict(job["config"])
+        fmt = HostFormat.load(job["format"])
+        tb = make_tb(dut, fmt, job)
+        torch.set_num_threads(1)  # small tensors; the machine's cores run the simulator
+        loaded = images.load(job["images"], cfg)
+        net = loaded.network
+        x = torch.tensor(job["inputs"], dtype=torch.int64).reshape(job["shape"])
+        golden = net.run(x, record=True)
+        dut._log.info("seed %d, config %s, %d inputs, images %s", job["seed"], cfg.name(),
+                      x.shape[0], job["images"])
+        await tb.start()
+        t0, c0 = time.perf_counter(), tb.sim_cycles()
+        layers, cur = {}, x
+        for step in net.steps:
+            if isinstance(step, IntLayer):
+                xm, lead = step.lower(cur)
+                # The golden layer on the RTL's own input: each layer is checked alone,
+                # the chain below checks that the inputs agree too.
+                want = gemm_operands(step, cur, cfg).out
+                batches = layer_batches(cfg, step.name, layer_image_words(loaded, step.name),
+                                        xm, want, step.relu)
+                failures: list[str] = []
+                s0, w0, r0 = tb.command_cycles, tb.host.sent, len(tb.results.words)
+                words = await play_batches(tb, fmt, cfg, batches, failures)
+                summarise(failures, len(batches), f"commands of layer {step.name!r}")
+                y = torch.cat([checker.results_to_matrix(w, len(b["commands"][0]["expected"]),
+                                                         step.n, cfg)
+                               for w, b in zip(words, batches, strict=True)])
+                cur = layer_output(step, y, lead)
+                layers[step.name] = {"commands": len(batches), "M": xm.shape[0], "K": step.k,
+                                     "N": step.n, "cycles": tb.command_cycles - s0,
+                                     "host_words": tb.host.sent - w0,
+                                     "result_words": len(tb.results.words) - r0}
+            else:
+                cur = step.run(cur, cfg)
+            checker.check_tensor(f"step {step.name!r} output", golden.outputs[step.name], cur)
+        preds = net.classify(cur)
+        wall = time.perf_counter() - t0
+        report = {"predictions": preds.tolist(), "logits": cur.tolist(), "layers": layers,
+                  "sim_cycles": tb.sim_cycles() - c0, "wall_s": wall}
+        with open(job["report"], "w") as f:
+            json.dump(report, f)
+        dut._log.info("%d inputs: every step equal to the golden model; %d cycles, %.1f s",
+                      x.shape[0], report["sim_cycles"], wall)

@@ -229,17 +229,22 @@ def expected_reads(model: np.ndarray, acc0: int) -> np.ndarray:
 class PEBenchTB(LockstepTB):
     """The PE bench: clock, reset, the lockstep driver/monitor, and per-PE model state."""
 
-    def __init__(self, dut, cfgs: list[AccelConfig]):
+    def __init__(self, dut, cfgs: list[AccelConfig], model_offset: dict | None = None):
         super().__init__(dut, inp="stim", out="acc")
         self.cfgs = cfgs
         self.tables = [operand_table(c) for c in cfgs]
-        self.acc = [0] * len(cfgs)  # model accumulator at the end of the last chunk
+        if model_offset:  # a deliberately wrong model (tests of the checker)
+            self.tables[model_offset["pe"]].wint[model_offset["operand"]] += model_offset["delta"]
+        # Model accumulator at the end of the last chunk; None after a reset: the PE's
+        # accumulator has no reset (hw/pe.py), so it is undefined until a product with
+        # `first` loads it, and the reads before that are not compared.
+        self.acc: list[int | None] = [None] * len(cfgs)
         self.checked = 0
 
     async def start(self) -> None:
         self.inp.value = 0
         await self.reset()
-        self.acc = [0] * len(self.cfgs)
+        self.acc = [None] * len(self.cfgs)
 
     async def run_chunk(self, per_pe: list[Slots], what: str) -> None:
         n = max(len(s) for s in per_pe)
@@ -250,11 +255,16 @@ class PEBenchTB(LockstepTB):
         reads = await self.play(pack_words(cols, widths))
         got = unpack_words(reads, [c.acc_bits for c in self.cfgs], signed=True)
         for i, (cfg, table, s) in enumerate(zip(self.cfgs, self.tables, per_pe, strict=True)):
-            model = model_trace(cfg, table, s, self.acc[i])
-            want = expected_reads(model, self.acc[i])
-            mism = checker.trace_mismatches(want, got[i])
+            acc0, known, undefined = self.acc[i], 0, self.acc[i] is None
+            if undefined:
+                loads = np.flatnonzero((s.en == 1) & (s.first == 1))
+                acc0, known = 0, (int(loads[0]) if len(loads) else len(s)) + READ_LAG
+            model = model_trace(cfg, table, s, acc0)
+            want = expected_reads(model, acc0)
+            mism = checker.trace_mismatches(want, got[i], start=known)
             checker.fail_if(f"PE {i} ({pe_label(cfg)}), {what}", mism, n, unit="accumulators")
-            self.acc[i] = int(model[-1])
+            loaded = not undefined or ((s.en == 1) & (s.first == 1)).any()
+            self.acc[i] = int(model[-1]) if loaded else None
         self.checked += n
 
 
@@ -280,7 +290,7 @@ if cocotb is not None:
         """Every operand, accumulator extremes, idle cycles inside a dot product."""
         job = load_job()
         cfgs = [AccelConfig.from_dict(d) for d in job["configs"]]
-        tb = PEBenchTB(dut, cfgs)
+        tb = PEBenchTB(dut, cfgs, job.get("model_offset"))
         rng = np.random.default_rng(job["seed"])
         dut._log.info("seed %d", job["seed"])
         await tb.start()
@@ -293,7 +303,7 @@ if cocotb is not None:
         """``cycles`` random cycles in chunks, idle rates varying from chunk to chunk."""
         job = load_job()
         cfgs = [AccelConfig.from_dict(d) for d in job["configs"]]
-        tb = PEBenchTB(dut, cfgs)
+        tb = PEBenchTB(dut, cfgs, job.get("model_offset"))
         rng = np.random.default_rng(job["seed"] + 1)
         await tb.start()
         left, chunk_no = job["cycles"], 0

@@ -7,11 +7,12 @@ present and pass, and at least one must have run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,24 @@ def read_results(xml_path: Path) -> CosimResult:
     return CosimResult(cases, xml_path)
 
 
+# Where run_cocotb sends the build and simulator output; None: this process's stdout.
+_LOG_DIR: Path | None = None
+
+
+@contextlib.contextmanager
+def logs_to(folder: Path | str) -> Iterator[Path]:
+    """Send the Verilator build and simulator output of the runs inside the block to
+    ``<folder>/<toplevel>.build.log`` and ``.sim.log`` (a demo's terminal stays readable;
+    a failure names the log)."""
+    global _LOG_DIR
+    saved, _LOG_DIR = _LOG_DIR, Path(folder).resolve()
+    _LOG_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        yield _LOG_DIR
+    finally:
+        _LOG_DIR = saved
+
+
 def waves_requested() -> bool:
     return os.environ.get("WAVES", "0") not in ("", "0")
 
@@ -106,6 +125,8 @@ def run_cocotb(
     waves = waves_requested() if waves is None else waves
     build_dir = Path(build_dir).resolve()
     runner = get_runner("verilator")
+    logs = {k: None if _LOG_DIR is None else _LOG_DIR / f"{toplevel}.{k}.log"
+            for k in ("build", "sim")}
     args = list(build_args)
     if waves:
         args += ["--trace-fst", "--trace-structs"]
@@ -117,9 +138,11 @@ def run_cocotb(
             build_args=args,
             waves=waves,
             timescale=("1ns", "1ps"),
+            log_file=logs["build"],
         )
     except (SystemExit, Exception) as e:  # the runner exits on a failed build
-        raise CosimFailure(f"Verilator build of {toplevel} failed: {e}") from None
+        where = f" (log: {logs['build']})" if logs["build"] else ""
+        raise CosimFailure(f"Verilator build of {toplevel} failed: {e}{where}") from None
     xml = build_dir / f"{test_module.rsplit('.', 1)[-1]}.results.xml"
     xml.unlink(missing_ok=True)
     saved_path = list(sys.path)
@@ -136,6 +159,7 @@ def run_cocotb(
             test_dir=build_dir,
             results_xml=str(xml),
             timescale=("1ns", "1ps"),
+            log_file=logs["sim"],
         )
     except SystemExit:
         pass  # under pytest the runner exits on failure; the XML below is the verdict
@@ -146,9 +170,10 @@ def run_cocotb(
         raise CosimFailure(f"{test_module} on {toplevel}: no test ran")
     if result.failed:
         lines = [f"{c.name}: {c.message}" for c in result.failed]
+        where = f" (log: {logs['sim']})" if logs["sim"] else ""
         raise CosimFailure(
             f"{test_module} on {toplevel}: {len(result.failed)} of {len(result.cases)} "
-            "tests failed\n" + "\n".join(lines)
+            f"tests failed{where}\n" + "\n".join(lines)
         )
     if waves:
         for f in sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd")):

@@ -2,7 +2,8 @@
 shapes, widths, PE kinds and step-table modes; every result word against sw/arith.
 
 ``make test`` runs a quick slice (one small config with backpressure, a few GEMMs on the
-default 8x8 build); ``make sim`` (SQACCEL_SIM_FULL=1) runs over 1,000 GEMMs on every config.
+default 8x8 build, cycle counts checked); ``make sim`` (SQACCEL_SIM_FULL=1) runs over
+1,000 GEMMs on every config.
 SQACCEL_SEED repeats a run.
 """
 
@@ -39,7 +40,9 @@ def _run(cfg: AccelConfig, count: int, ready_prob: float) -> None:
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=_id)
 def test_random_gemms(cfg):
-    _run(cfg, PER_CONFIG, ready_prob=0.7)
+    # Every other config with random backpressure on the result stream; the others hold
+    # it ready, so each command's cycle count is checked against hw.timing too.
+    _run(cfg, PER_CONFIG, ready_prob=0.7 if GEMM_CONFIGS.index(cfg) % 2 == 0 else 1.0)
 
 
 def test_random_gemms_on_the_default_array():

@@ -1,0 +1,177 @@
+"""The demo's hardware steps: Verilog, cosimulation at four levels, synthesis.
+
+Each writes its summary into the run folder (``verilog/``, ``cosim.json``, ``synth.json``)
+for the report; simulator and tool output goes to log files beside them, named on failure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from sqaccel.demo import DemoRun, digest, file_digest
+from sqaccel.errors import SqaccelError
+
+PE_CYCLES = 100_000  # random cycles on every PE of the PE bench (make sim: 10^6)
+GEMMS = 24  # random GEMMs on the demo's array (make sim: over 1,000 across configs)
+
+
+def step_verilog(run: DemoRun) -> None:
+    from sqaccel.hw.verilog import VERILOG_FILE, generate, lint
+
+    cfg = run.state["cfg"]
+    out = generate(cfg, run.out / "verilog")
+    rc, msg = lint(out / VERILOG_FILE)
+    if rc != 0:
+        raise SqaccelError(f"verilator --lint-only -Wall on {out / VERILOG_FILE} failed:\n{msg}")
+    lines = (out / VERILOG_FILE).read_text().count("\n")
+    run.say(f"{out / VERILOG_FILE}: {lines} lines, {cfg.rows}x{cfg.cols} {cfg.pe} PEs, "
+            f"A{cfg.act_bits} W{cfg.weight_bits}, {cfg.acc_bits}-bit accumulators, K_max "
+            f"{cfg.k_max}; config.json and format.json beside it; lint clean")
+    run.state["verilog_digest"] = file_digest(out / VERILOG_FILE)
+
+
+# -- cosimulation ----------------------------------------------------------------------------
+
+
+def cosim_key(run: DemoRun) -> str:
+    return digest(["cosim", run.state["verilog_digest"], run.state["manifest_digest"],
+                   run.cosim_images, run.seed, PE_CYCLES, GEMMS])
+
+
+def _level(name: str, fn, log) -> dict:
+    from sqaccel.sim.runner import CosimFailure
+
+    t0 = time.perf_counter()
+    try:
+        entry = fn()
+    except CosimFailure as e:
+        entry = {"status": "fail", "count": 0, "unit": "", "detail": str(e).splitlines()[0],
+                 "message": str(e)}
+    entry["seconds"] = time.perf_counter() - t0
+    shown = "bit-exact" if entry["status"] == "pass" else "MISMATCH"
+    log(f"{name:>8}: {entry['count']} {entry['unit']}, {shown} ({entry['seconds']:.1f} s)"
+        + (f"; {entry['detail']}" if entry.get("detail") else ""))
+    return entry
+
+
+def step_cosim(run: DemoRun) -> None:
+    from sqaccel.sim import cosim
+    from sqaccel.sim.runner import logs_to
+    from sqaccel.sw import images
+
+    cfg = run.state["cfg"]
+    images_dir = run.state["images_dir"]
+    seed = run.seed + 1
+    logs = run.out / "logs"
+    net = images.load(images_dir).network
+    run.say(f"cocotb on Verilator, seed {seed}; build and simulator output in {logs}/ "
+            "(the first run builds each model: a minute or two)")
+    levels: dict[str, dict] = {}
+    summary: dict = {}
+
+    def pe() -> dict:
+        cfgs = cosim.PE_BENCH_CONFIGS
+        cosim.run_pe(PE_CYCLES, seed)
+        return {"status": "pass", "count": PE_CYCLES * len(cfgs), "unit": "PE-cycles",
+                "detail": f"{len(cfgs)} PEs of both kinds, corner cases then {PE_CYCLES} "
+                          "random cycles, every accumulator every cycle"}
+
+    def gemm() -> dict:
+        cases = cosim.random_gemm_cases(cfg, GEMMS, seed)
+        cosim.run_gemms(cfg, cases, seed)
+        words = sum(cosim.gemm_expected(cfg, g).numel() for _, g in cases)
+        return {"status": "pass", "count": GEMMS, "unit": "GEMMs",
+                "detail": f"random shapes, requant and extremes on {cfg.name()}; "
+                          f"{words} output values"}
+
+    def layer() -> dict:
+        runs = [cosim.layer_run(images_dir, la.name) for la in net.gemm_layers()]
+        cosim.run_layer_runs(runs, seed)
+        values = sum(r.expected.numel() for r in runs)
+        return {"status": "pass", "count": len(runs), "unit": "layers",
+                "detail": f"loaded from the images through the host interface, on the 16 "
+                          f"reference inputs; {values} output values"}
+
+    def network() -> dict:
+        x, labels = cosim.digits_test_inputs(images_dir, run.cosim_images, run.seed)
+        t0 = time.perf_counter()
+        nr = cosim.run_network(images_dir, x, seed)
+        call_s = time.perf_counter() - t0
+        golden = net.predict(x)
+        if nr.predictions != golden.tolist():
+            raise SqaccelError(f"network cosim: RTL classes {nr.predictions} differ from the "
+                               f"golden model's {golden.tolist()}")
+        correct = int((torch.tensor(nr.predictions) == labels).sum())
+        n = len(nr.predictions)
+        summary.update(images=n, predictions=nr.predictions, labels=labels.tolist(),
+                       correct=correct, accuracy=100.0 * correct / n, sim_cycles=nr.sim_cycles,
+                       sim_seconds=nr.wall_s, seconds_per_image=nr.wall_s / n,
+                       call_seconds=call_s, layers=nr.layers)
+        return {"status": "pass", "count": n, "unit": "images",
+                "detail": f"every step's tensor equal to the golden model; classes "
+                          f"{nr.predictions}, labels {labels.tolist()}: {correct}/{n} correct"}
+
+    with logs_to(logs):
+        for name, fn in (("PE", pe), ("GEMM", gemm), ("layer", layer), ("network", network)):
+            levels[name] = _level(name, fn, run.say)
+    result = {"config": cfg.name(), "seed": seed, "images_dir": str(images_dir),
+              "levels": levels, "network": summary}
+    run.write_json("cosim.json", result)
+    bad = [k for k, v in levels.items() if v["status"] != "pass"]
+    if bad:
+        raise SqaccelError(f"cosimulation failed at level {bad[0]} (see {run.out / 'cosim.json'} "
+                           f"and {logs}/):\n{levels[bad[0]]['message']}")
+
+
+# -- synthesis -------------------------------------------------------------------------------
+
+
+def synth_runs(cfg) -> list[tuple[str, str, object, bool]]:
+    """(label, design, config, DSP blocks) of each synthesis run: the PE kinds side by side
+    at the same widths, then the default array's board top."""
+    mult = dataclasses.replace(cfg, pe="mult")
+    return [
+        ("PE shift-add", "pe", cfg, False),
+        ("PE multiplier (LUTs)", "pe", mult, False),
+        ("PE multiplier (DSP)", "pe", mult, True),
+        (f"{cfg.rows}x{cfg.cols} top on the ULX3S (UART)", "top", cfg, True),
+    ]
+
+
+def synth_key(run: DemoRun) -> str:
+    cfg = run.state["cfg"]
+    return digest(["synth", run.state["verilog_digest"],
+                   [(lab, d, c.to_dict(), dsp) for lab, d, c, dsp in synth_runs(cfg)]])
+
+
+def step_synth(run: DemoRun) -> None:
+    from sqaccel.hw.synth_cmd import synth_design
+
+    cfg = run.state["cfg"]
+    root = run.out / "synth"
+    entries = []
+    runs = synth_runs(cfg)
+    for i, (label, design, c, dsp) in enumerate(runs, 1):
+        run.say(f"({i}/{len(runs)}) {label}: Yosys, nextpnr-ecp5 ...")
+        t0 = time.perf_counter()
+        res = synth_design(design, c, "ecp5", dsp=dsp, out_root=root)
+        r = res.report
+        seconds = time.perf_counter() - t0
+        entries.append({
+            "label": label, "design": design, "target": "ecp5", "pe": c.pe,
+            "config": c.name(), "dsp_allowed": dsp,
+            "logic_cells": r["resources"]["logic_cells"], "lut4": r["resources"]["lut4"],
+            "ffs": r["resources"]["ffs"], "dsp": r["resources"]["dsp"],
+            "bram": r["resources"]["bram"], "io": r["resources"]["io"],
+            "fmax_mhz": r["fmax_mhz"], "seconds": seconds,
+            "report": str(Path(res.path) / "report.json"),
+        })
+        fmax = "-" if r["fmax_mhz"] is None else f"{r['fmax_mhz']:.1f} MHz"
+        run.say(f"    {r['resources']['logic_cells']} logic cells, {r['resources']['ffs']} FFs, "
+                f"{r['resources']['dsp']} DSP, {r['resources']['bram']} block RAM, Fmax {fmax} "
+                f"({seconds:.0f} s; {res.path}/)")
+    run.write_json("synth.json", entries)

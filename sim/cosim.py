@@ -96,6 +96,12 @@ def check_fst_support() -> None:
         )
 
 
+def traced_build_dir(build_dir: Path) -> Path:
+    """Where a run with waveforms builds and writes them: traced and untraced models
+    differ, so each keeps its own incremental build."""
+    return Path(build_dir).with_name(Path(build_dir).name + "-waves")
+
+
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -115,8 +121,7 @@ def simulate(
     waves = waves_requested() if waves is None else waves
     if waves:
         check_fst_support()
-        # Traced and untraced models differ: each keeps its own incremental build.
-        build_dir = Path(build_dir).with_name(Path(build_dir).name + "-waves")
+        build_dir = traced_build_dir(build_dir)
     job_path = write_job(build_dir, job_name, job)
     saved_flags = os.environ.get("MAKEFLAGS")
     os.environ["MAKEFLAGS"] = " ".join([saved_flags or "", *MAKE_OPT_FLAGS]).strip()

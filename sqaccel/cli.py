@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("sqaccel.sw.images_cmd", "export the memory images of a quantised network"),
     "verify-images": ("sqaccel.sw.images_cmd", "re-read images and re-run the golden model"),
     "verilog": ("sqaccel.hw.verilog_cmd", "generate the accelerator's Verilog"),
+    "cosim": ("sqaccel.sim.cosim_cmd", "run an exported network on the RTL, bit for bit"),
     "synth": ("sqaccel.hw.synth_cmd", "synthesise and place-and-route for an FPGA"),
     "demo": ("sqaccel.demo", "run the main job on the offline default"),
     "report": ("sqaccel.report", "write the report of the last run"),

@@ -1,0 +1,162 @@
+"""``sqaccel cosim``: run an exported network on the accelerator's RTL (Verilator, through
+the host interface) and compare every result word with the golden model.
+
+``--layer`` runs GEMM layers alone on the reference inputs stored at export; ``--network``
+runs the whole network, the steps between GEMMs in the golden model's integer code.
+Exit status: 0 bit-exact; 1 the cosimulation failed (its report on stderr names the layer,
+the output index, the expected and the actual value); 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sqaccel.errors import SqaccelError
+
+TRACEBACK = "\nTraceback (most recent call last):"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images_dir", metavar="IMAGES_DIR",
+                   help="images folder written by sqaccel export")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--layer", action="append", metavar="NAME",
+                      help="GEMM layer to run on the reference inputs stored at export "
+                      "(repeatable; default: every GEMM layer)")
+    what.add_argument("--network", type=int, metavar="N",
+                      help="run the whole network on the first N digits test images (other "
+                      "datasets: on the first N reference inputs stored at export)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="testbench seed (default: $SQACCEL_SEED, else random; printed)")
+    p.add_argument("--waves", action="store_true",
+                   help="write an FST waveform (a separate, traced Verilator build; also "
+                   "WAVES=1)")
+    p.add_argument("--log-dir", default=None,
+                   help="folder for the Verilator build and simulator output "
+                   "(default: build/cosim/logs)")
+
+
+def layer_summary(lr) -> dict:
+    """What a layer run (``cosim.LayerRun``) makes the RTL do, in the keys of
+    ``NetworkRun.layers``. Its cycles are those of its commands, which the testbench
+    checks against the RTL's, one command at a time."""
+    from sqaccel.sw import images
+
+    cmds = [c for b in lr.batches() for c in b["commands"]]
+    m, n = lr.expected.shape
+    return {"M": m, "K": lr.x.shape[1], "N": n, "commands": len(cmds),
+            "cycles": sum(c["cycles"] for c in cmds),
+            "result_words": len(images.result_words(lr.expected, lr.cfg))}
+
+
+def layer_line(name: str, s: dict) -> str:
+    plural = "" if s["commands"] == 1 else "s"
+    return (f"layer {name!r}: GEMM M={s['M']} K={s['K']} N={s['N']}, {s['commands']} "
+            f"command{plural}, {s['cycles']} cycles, {s['result_words']} result words "
+            "compared: bit-exact")
+
+
+def network_inputs(loaded, count: int):
+    """The inputs of ``--network N``: (integer inputs, labels or None, what they are)."""
+    from sqaccel.sim import cosim
+
+    info = loaded.manifest.get("info") or {}
+    if info.get("dataset") == "digits":
+        x, labels = cosim.digits_test_inputs(loaded.directory, count,
+                                             seed=int(info.get("seed", 0)))
+        return x, labels, f"the first {count} digits test images"
+    ref = cosim.reference_inputs(loaded)
+    if not 1 <= count <= ref.shape[0]:
+        raise SqaccelError(f"{loaded.directory}: --network {count}: the images were not "
+                           f"exported from the digits dataset and the manifest stores "
+                           f"{ref.shape[0]} reference inputs")
+    return ref[:count], None, f"the first {count} reference inputs stored at export (no labels)"
+
+
+def chosen_layers(loaded, wanted: list[str] | None) -> list[str]:
+    """The GEMM layers of ``--layer`` (default: all), checked against the network's."""
+    from sqaccel.sim import cosim
+
+    names = [la.name for la in loaded.network.gemm_layers()]
+    unknown = [n for n in wanted or [] if n not in names]
+    if unknown:
+        raise SqaccelError(f"{loaded.directory}: no GEMM layer {unknown[0]!r}; the GEMM "
+                           f"layers are {names}")
+    cosim.reference_inputs(loaded)  # raises when export stored none
+    return list(dict.fromkeys(wanted or names))
+
+
+def run_layers(loaded, names: list[str], seed: int, waves: bool) -> None:
+    from sqaccel.sim import cosim
+
+    count = cosim.reference_inputs(loaded).shape[0]
+    print(f"{len(names)} GEMM layer{'' if len(names) == 1 else 's'} on the {count} "
+          "reference inputs stored at export", flush=True)
+    runs = [cosim.layer_run(loaded.directory, n) for n in names]
+    cosim.run_layer_runs(runs, seed, waves)
+    for lr in runs:
+        print(layer_line(lr.name, layer_summary(lr)))
+
+
+def run_network(loaded, inputs, seed: int, waves: bool) -> None:
+    from sqaccel.sim import cosim
+
+    x, labels, what = inputs
+    print(f"whole network on {what}", flush=True)
+    run = cosim.run_network(loaded.directory, x, seed, waves)
+    for name, s in run.layers.items():
+        print(layer_line(name, s))
+    print("every step's output equal to the golden model's")
+    print(f"predicted classes: {run.predictions}")
+    if labels is not None:
+        right = sum(int(p == y) for p, y in zip(run.predictions, labels.tolist(), strict=True))
+        print(f"labels:            {labels.tolist()}")
+        print(f"RTL accuracy: {100.0 * right / len(run.predictions):.2f} % ({right} of "
+              f"{len(run.predictions)})")
+    print(f"{run.sim_cycles} simulated cycles, {run.wall_s:.1f} s in the simulator")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sqaccel.sim import cosim
+    from sqaccel.sim.runner import CosimFailure, logs_to, waves_requested
+    from sqaccel.sw import images
+
+    if args.network is not None and args.network < 1:
+        raise SqaccelError(f"--network must be >= 1, got {args.network}")
+    loaded = images.load(args.images_dir)
+    cfg = loaded.network.cfg
+    # Every input is checked before the simulator starts.
+    if args.network is not None:
+        inputs = network_inputs(loaded, args.network)
+    else:
+        names = chosen_layers(loaded, args.layer)
+    waves = args.waves or waves_requested()
+    if waves:
+        cosim.check_fst_support()
+    seed = cosim.seed_from_env() if args.seed is None else args.seed
+    info = loaded.manifest.get("info") or {}
+    model = " ".join(str(info[k]) for k in ("model", "method") if k in info)
+    print(f"images {loaded.directory} ({model + ', ' if model else ''}config {cfg.name()}); "
+          f"seed {seed} (repeat with --seed {seed})")
+    log_dir = Path(args.log_dir) if args.log_dir else cosim.build_root() / "logs"
+    try:
+        with logs_to(log_dir) as logs:
+            print(f"Verilator and simulator output: {logs}", flush=True)
+            if args.network is not None:
+                run_network(loaded, inputs, seed, waves)
+            else:
+                run_layers(loaded, names, seed, waves)
+        return 0
+    except CosimFailure as e:
+        # The testbench's traceback stays in the simulator log; the report ends before it.
+        report = str(e).split(TRACEBACK, 1)[0].rstrip()
+        print(f"sqaccel cosim: the cosimulation failed (seed {seed}; repeat with --seed "
+              f"{seed})\n{report}", file=sys.stderr)
+        return 1
+    finally:
+        if waves:
+            traced = cosim.traced_build_dir(cosim.accel_build_dir(cfg))
+            for f in sorted(traced.glob("*.fst")) + sorted(traced.glob("*.vcd")):
+                print(f"waveform: {f}")

@@ -28,7 +28,7 @@ from sqaccel.config import AccelConfig, UniversalSet
 from sqaccel.errors import SqaccelError
 from sqaccel.hw import timing
 from sqaccel.hw.pe import make_pe, weight_operand_shape
-from sqaccel.sim.runner import CosimFailure, CosimResult, run_cocotb, waves_requested
+from sqaccel.sim.runner import CosimResult, run_cocotb, waves_requested
 from sqaccel.sw import arith
 
 JOB_ENV = "SQACCEL_COSIM_JOB"
@@ -85,17 +85,6 @@ def write_job(build_dir: Path, name: str, job: dict) -> Path:
     return path
 
 
-def check_fst_support() -> None:
-    """Verilator's FST writer compiles against lz4; say so before a long build fails."""
-    dirs = [p for p in os.environ.get("CPATH", "").split(os.pathsep) if p]
-    dirs += ["/usr/include", "/usr/local/include"]
-    if not any((Path(d) / "lz4.h").is_file() for d in dirs):
-        raise CosimFailure(
-            "WAVES=1: Verilator's FST trace writer needs the lz4 development header (lz4.h; "
-            "Debian/Ubuntu package liblz4-dev), which this machine lacks"
-        )
-
-
 def traced_build_dir(build_dir: Path) -> Path:
     """Where a run with waveforms builds and writes them: traced and untraced models
     differ, so each keeps its own incremental build."""
@@ -120,7 +109,6 @@ def simulate(
 ) -> CosimResult:
     waves = waves_requested() if waves is None else waves
     if waves:
-        check_fst_support()
         build_dir = traced_build_dir(build_dir)
     job_path = write_job(build_dir, job_name, job)
     saved_flags = os.environ.get("MAKEFLAGS")

@@ -133,8 +133,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         names = chosen_layers(loaded, args.layer)
     waves = args.waves or waves_requested()
-    if waves:
-        cosim.check_fst_support()
     seed = cosim.seed_from_env() if args.seed is None else args.seed
     info = loaded.manifest.get("info") or {}
     model = " ".join(str(info[k]) for k in ("model", "method") if k in info)

@@ -94,6 +94,13 @@ def logs_to(folder: Path | str) -> Iterator[Path]:
         _LOG_DIR = saved
 
 
+def fst_supported() -> bool:
+    """Verilator's FST writer compiles against lz4; without its header, traces are VCD."""
+    dirs = [p for p in os.environ.get("CPATH", "").split(os.pathsep) if p]
+    dirs += ["/usr/include", "/usr/local/include"]
+    return any((Path(d) / "lz4.h").is_file() for d in dirs)
+
+
 def waves_requested() -> bool:
     return os.environ.get("WAVES", "0") not in ("", "0")
 
@@ -129,7 +136,8 @@ def run_cocotb(
             for k in ("build", "sim")}
     args = list(build_args)
     if waves:
-        args += ["--trace-fst", "--trace-structs"]
+        # cocotb's runner adds --trace (VCD); FST, much smaller, where it can be built.
+        args += ["--trace-fst", "--trace-structs"] if fst_supported() else ["--trace-structs"]
     try:
         runner.build(
             sources=[str(s) for s in sources],

@@ -45,8 +45,12 @@ sim: $(STAMP)
 synth: $(STAMP)
 	$(VENV)/bin/sqaccel synth --target $(TARGET) $(if $(CONFIG),--config $(CONFIG))
 
+# Figures measured in one run each (never timed tests): the SQ search, the array's cycles and
+# utilisation in simulation, the network cosimulation on Verilator.
 bench: $(STAMP)
 	$(PY) bench/bench_search.py
+	$(PY) bench/bench_array.py
+	$(PY) bench/bench_cosim.py
 
 bench-hw: $(STAMP)
 	$(PY) bench/bench_hw.py

@@ -30,7 +30,7 @@ from sqaccel.errors import SqaccelError
 DEMO_BITS = (4, 3, 2)
 PROGRESS_FILE = "progress.json"
 # Steps no later step needs; each removes its stale result when skipped.
-SKIPPABLE = ("accuracy", "table", "cosim", "synth")
+SKIPPABLE = ("accuracy", "golden", "table", "cosim", "synth")
 
 
 def digest(obj) -> str:
@@ -155,6 +155,20 @@ def _accuracy_key(run: DemoRun) -> str:
     return digest(["accuracy", run.seed, run.state["model_digest"], DEMO_BITS])
 
 
+def step_golden(run: DemoRun) -> None:
+    from sqaccel.sw.golden import format_accuracy_table, integer_accuracy_table
+
+    run.say("SQ and uniform at W4, W3, W2 with A8 activations (search only, activation "
+            "ranges by MSE): the fake-quantised float model against the integer golden model")
+    rows = integer_accuracy_table(run.state["model"], run.state["cfg"], seed=run.seed)
+    print(format_accuracy_table(rows))
+    run.write_json("golden.json", {"seed": run.seed, "rows": rows})
+
+
+def _golden_key(run: DemoRun) -> str:
+    return digest(["golden", run.seed, run.state["model_digest"], run.state["cfg"].to_dict()])
+
+
 def step_calibrate(run: DemoRun) -> None:
     from sqaccel.sw.actquant import one_thread
     from sqaccel.sw.calibrate import CalibSettings, calibrated_network
@@ -223,6 +237,8 @@ def _steps() -> list[Step]:
         Step("search", "search the SQ subset of every layer for the 8x8 array", step_search),
         Step("accuracy", "quantise the weights with each method and measure accuracy",
              step_accuracy, _accuracy_key, ("accuracy.json",)),
+        Step("golden", "check the integer golden model against the fake-quantised model",
+             step_golden, _golden_key, ("golden.json",)),
         Step("calibrate", "calibrate the searched network and build the integer golden model",
              step_calibrate),
         Step("table", "the integer accuracy table: calibration, per-channel, mixed bits",

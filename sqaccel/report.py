@@ -236,6 +236,13 @@ def build_page(run_dir: Path, out: Path) -> Page:
                           [[m] + [_pct(acc.get((m, b))) for b in bits] for m in methods]))
     else:
         page.add("The weight-only accuracy sweep was not part of this run.")
+    golden = _read_json(run_dir / "golden.json")
+    if golden:
+        page.add("The integer golden model against the fake-quantised float model it stands "
+                 "for (search only, A8 activations, ranges by MSE):")
+        page.add(md_table(["method", "W/A", "fake-quant %", "integer %", "difference"], [
+            [r["method"], f"W{r['bits']}A{r['act_bits']}", _pct(r["fake_quant"]),
+             _pct(r["integer"]), f"{r['diff']:+.2f}"] for r in golden["rows"]]))
     if calibration:
         cols = calibration["columns"]
         page.add(f"Integer golden model (what the array computes), digits test split; full "

@@ -84,6 +84,11 @@ def test_demo_runs_every_level_bit_exact_and_reports(demo_run, capsys):
     srcs = assert_report_complete(out)
     assert {"weights.png", "accuracy.png", "cosim.png"} <= set(srcs)
     text = (out / "index.md").read_text()
+    golden = json.loads((run_dir / "golden.json").read_text())["rows"]
+    assert {(r["method"], r["bits"]) for r in golden} == {
+        (m, b) for m in ("sq", "uniform") for b in (4, 3, 2)}
+    for r in golden:  # the golden model against the fake-quantised model, printed
+        assert f"| {r['method']} | W{r['bits']}A8 | {r['fake_quant']:.2f} |" in text
     assert "Synthesis was not part of this run." in text
     for layer in loaded.network.gemm_layers():
         assert f"| {layer.name} |" in text  # each layer's histogram row
@@ -95,11 +100,11 @@ def test_demo_runs_every_level_bit_exact_and_reports(demo_run, capsys):
 def test_a_second_run_reuses_finished_steps(demo_run, capsys):
     base, argv = demo_run
     progress = json.loads((base / "run" / "progress.json").read_text())
-    assert {"accuracy", "cosim"} <= set(progress)
+    assert {"accuracy", "golden", "cosim"} <= set(progress)
     capsys.readouterr()
     assert cli.main(argv[:-1] + ["--until", "cosim"]) == 0
     out = capsys.readouterr().out
-    assert out.count("finished by an earlier run") == 2  # accuracy and cosim
+    assert out.count("finished by an earlier run") == 3  # accuracy, golden and cosim
 
 
 def test_report_with_synthesis_and_calibration_tables(demo_run, tmp_path):

@@ -189,15 +189,15 @@ def test_demo_steps_write_the_accuracy_table(digits, cache_dir, tmp_path, monkey
     monkeypatch.setattr(sqaccel.demo, "DEMO_BITS", (2,))  # one width keeps the test short
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--cache-dir", str(cache_dir), "--no-progress",
-                 "--until", "write"]) == 0
+                 "--until", "accuracy"]) == 0
     printed = capsys.readouterr().out
-    assert "[1/5] data:" in printed and "[5/5] write:" in printed
+    assert "[1/4] data:" in printed and "[4/4] accuracy:" in printed  # --until: 4 steps
     result = json.loads((out / "accuracy.json").read_text())
     assert [(r["method"], r["bits"]) for r in result["runs"]] == [(m, 2) for m in METHODS]
     assert result["fp_accuracy"] >= 95.0 and result["split"]["test"] == 540
-    md = (out / "accuracy.md").read_text()
-    assert "| full precision | 32 |" in md and "| sq | 2 |" in md
-    assert not list(out.glob("*.tmp"))
+    table = printed[printed.index("method "):]
+    assert "full precision" in table and all(f"\n{m} " in table for m in METHODS)
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy.json", "progress.json"]
     assert main(["demo", "--until", "nothing"]) == 2
 
 

@@ -52,11 +52,12 @@ AIM_ARRAY_FMAX = 125.0
 def machine() -> dict:
     def version(tool: str) -> str:
         try:
-            out = subprocess.run([str(tool_path(tool)), "--version"], capture_output=True,
-                                 text=True, timeout=120).stdout
+            proc = subprocess.run([str(tool_path(tool)), "--version"], capture_output=True,
+                                  text=True, timeout=120)
+            out = proc.stdout + proc.stderr  # nextpnr prints its version on stderr
         except (OSError, SqaccelError, subprocess.SubprocessError):
             return "unknown"
-        lines = [ln for ln in out.splitlines() if "nextpnr" in ln or "Yosys" in ln]
+        lines = [ln for ln in out.splitlines() if "Version" in ln or ln.startswith("Yosys")]
         return lines[0].strip() if lines else out.strip()[:80]
 
     return {

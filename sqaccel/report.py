@@ -64,6 +64,13 @@ def _plt():
 # -- figures ---------------------------------------------------------------------------
 
 
+def _save(fig, out: Path, name: str) -> str:
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=90)
+    _plt().close(fig)
+    return name
+
+
 def plot_weight_histograms(out: Path, seed: int, cache_dir: Path) -> tuple[str, list[list]]:
     """Each quantised layer's weights with the SQ and the uniform levels drawn over them."""
     import torch
@@ -93,10 +100,7 @@ def plot_weight_histograms(out: Path, seed: int, cache_dir: Path) -> tuple[str, 
         ax.set_xlabel("weight")
         ax.legend(fontsize=7)
     fig.suptitle(f"weights and W{HIST_BITS} levels (per tensor): SQ solid, uniform dashed")
-    fig.tight_layout()
-    fig.savefig(out / "weights.png", dpi=90)
-    plt.close(fig)
-    return "weights.png", rows
+    return _save(fig, out, "weights.png"), rows
 
 
 def plot_accuracy(out: Path, accuracy: dict | None, calibration: dict | None) -> str:
@@ -119,10 +123,7 @@ def plot_accuracy(out: Path, accuracy: dict | None, calibration: dict | None) ->
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("digits test accuracy (%)")
-    fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=90)
-    plt.close(fig)
-    return "accuracy.png"
+    return _save(fig, out, "accuracy.png")
 
 
 def accuracy_series(accuracy: dict | None) -> dict[str, list[tuple[int, float]]]:
@@ -167,10 +168,7 @@ def plot_hardware(out: Path, synth: list[dict]) -> str:
     axes[1].set_yticklabels([])
     fig.suptitle("one PE in a register shell on the ECP5: shift-add (red) against "
                  "multiplier (blue), same widths", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "hardware.png", dpi=90)
-    plt.close(fig)
-    return "hardware.png"
+    return _save(fig, out, "hardware.png")
 
 
 def plot_cosim(out: Path, cosim: dict) -> str:
@@ -188,10 +186,7 @@ def plot_cosim(out: Path, cosim: dict) -> str:
     ax.set_xlim(1, max(counts + [1]) * 300)
     ax.invert_yaxis()
     ax.set_xlabel("checked items (log scale); green = bit-exact, red = mismatch")
-    fig.tight_layout()
-    fig.savefig(out / "cosim.png", dpi=90)
-    plt.close(fig)
-    return "cosim.png"
+    return _save(fig, out, "cosim.png")
 
 
 # -- pages -----------------------------------------------------------------------------

@@ -94,6 +94,19 @@ def logs_to(folder: Path | str) -> Iterator[Path]:
         _LOG_DIR = saved
 
 
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+
+
 def fst_supported() -> bool:
     """Verilator's FST writer compiles against lz4; without its header, traces are VCD."""
     dirs = [p for p in os.environ.get("CPATH", "").split(os.pathsep) if p]
@@ -138,41 +151,44 @@ def run_cocotb(
     if waves:
         # cocotb's runner adds --trace (VCD); FST, much smaller, where it can be built.
         args += ["--trace-fst", "--trace-structs"] if fst_supported() else ["--trace-structs"]
-    try:
-        runner.build(
-            sources=[str(s) for s in sources],
-            hdl_toplevel=toplevel,
-            build_dir=build_dir,
-            build_args=args,
-            waves=waves,
-            timescale=("1ns", "1ps"),
-            log_file=logs["build"],
-        )
-    except (SystemExit, Exception) as e:  # the runner exits on a failed build
-        where = f" (log: {logs['build']})" if logs["build"] else ""
-        raise CosimFailure(f"Verilator build of {toplevel} failed: {e}{where}") from None
-    xml = build_dir / f"{test_module.rsplit('.', 1)[-1]}.results.xml"
-    xml.unlink(missing_ok=True)
-    saved_path = list(sys.path)
-    sys.path[:0] = [str(p) for p in python_path]
-    try:
-        runner.test(
-            test_module=test_module,
-            hdl_toplevel=toplevel,
-            testcase=testcase,
-            seed=seed,
-            extra_env=dict(env or {}),
-            waves=waves,
-            build_dir=build_dir,
-            test_dir=build_dir,
-            results_xml=str(xml),
-            timescale=("1ns", "1ps"),
-            log_file=logs["sim"],
-        )
-    except SystemExit:
-        pass  # under pytest the runner exits on failure; the XML below is the verdict
-    finally:
-        sys.path[:] = saved_path
+    # cocotb's runner lets a WAVES variable override its argument: the caller's choice
+    # (``waves``, itself defaulting to WAVES) holds for both the build and the run.
+    with _environ("WAVES", "1" if waves else "0"):
+        try:
+            runner.build(
+                sources=[str(s) for s in sources],
+                hdl_toplevel=toplevel,
+                build_dir=build_dir,
+                build_args=args,
+                waves=waves,
+                timescale=("1ns", "1ps"),
+                log_file=logs["build"],
+            )
+        except (SystemExit, Exception) as e:  # the runner exits on a failed build
+            where = f" (log: {logs['build']})" if logs["build"] else ""
+            raise CosimFailure(f"Verilator build of {toplevel} failed: {e}{where}") from None
+        xml = build_dir / f"{test_module.rsplit('.', 1)[-1]}.results.xml"
+        xml.unlink(missing_ok=True)
+        saved_path = list(sys.path)
+        sys.path[:0] = [str(p) for p in python_path]
+        try:
+            runner.test(
+                test_module=test_module,
+                hdl_toplevel=toplevel,
+                testcase=testcase,
+                seed=seed,
+                extra_env=dict(env or {}),
+                waves=waves,
+                build_dir=build_dir,
+                test_dir=build_dir,
+                results_xml=str(xml),
+                timescale=("1ns", "1ps"),
+                log_file=logs["sim"],
+            )
+        except SystemExit:
+            pass  # under pytest the runner exits on failure; the XML below is the verdict
+        finally:
+            sys.path[:] = saved_path
     result = read_results(xml)
     if not result.cases:
         raise CosimFailure(f"{test_module} on {toplevel}: no test ran")

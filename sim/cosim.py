@@ -85,12 +85,6 @@ def write_job(build_dir: Path, name: str, job: dict) -> Path:
     return path
 
 
-def traced_build_dir(build_dir: Path) -> Path:
-    """Where a run with waveforms builds and writes them: traced and untraced models
-    differ, so each keeps its own incremental build."""
-    return Path(build_dir).with_name(Path(build_dir).name + "-waves")
-
-
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -109,7 +103,8 @@ def simulate(
 ) -> CosimResult:
     waves = waves_requested() if waves is None else waves
     if waves:
-        build_dir = traced_build_dir(build_dir)
+        # Traced and untraced models differ: each keeps its own incremental build.
+        build_dir = Path(build_dir).with_name(Path(build_dir).name + "-waves")
     job_path = write_job(build_dir, job_name, job)
     saved_flags = os.environ.get("MAKEFLAGS")
     os.environ["MAKEFLAGS"] = " ".join([saved_flags or "", *MAKE_OPT_FLAGS]).strip()
@@ -446,14 +441,6 @@ def layer_batches(cfg: AccelConfig, name: str, words: dict[str, list[int]], x: t
     return batches
 
 
-def layer_output(layer, y: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
-    """A GEMM layer's output tensor from its [M, N] result (as ``IntLayer.run`` shapes it)."""
-    if layer.kind == "conv":
-        b, oh, ow = lead
-        return y.reshape(b, oh, ow, layer.n).permute(0, 3, 1, 2).contiguous()
-    return y
-
-
 @dataclass
 class LayerRun:
     """One GEMM layer of an images folder, ready to run: the config, the layer's image
@@ -478,16 +465,29 @@ def reference_inputs(loaded) -> torch.Tensor:
     return torch.tensor(ref["inputs"], dtype=torch.int64).reshape(ref["inputs_shape"])
 
 
-def layer_run(images_dir: str | Path, layer: str, x_int: torch.Tensor | None = None) -> LayerRun:
-    """Layer ``layer`` of the network in ``images_dir`` when the network's input is ``x_int``
-    (integer codes; default: the reference inputs stored at export)."""
-    from sqaccel.sw import images
+def layer_runs(images, layers: Sequence[str] | None = None,
+               x_int: torch.Tensor | None = None) -> list[LayerRun]:
+    """GEMM layers ``layers`` (default: all) of the network in ``images`` (a folder, or
+    ``sw.images.load``'s result) when the network's input is ``x_int`` (integer codes;
+    default: the reference inputs stored at export). The folder is read once."""
+    from sqaccel.sw import images as sw_images
 
-    loaded = images.load(images_dir)
+    loaded = images if isinstance(images, sw_images.LoadedImages) else sw_images.load(images)
     net = loaded.network
+    if layers is None:
+        layers = [la.name for la in net.gemm_layers()]
     x = reference_inputs(loaded) if x_int is None else arith.as_i64(x_int)
-    ops = net.operands(layer, x)
-    return LayerRun(net.cfg, layer, layer_image_words(loaded, layer), ops.x, ops.out, ops.relu)
+    out = []
+    for name in layers:
+        ops = net.operands(name, x)
+        out.append(LayerRun(net.cfg, name, layer_image_words(loaded, name), ops.x, ops.out,
+                            ops.relu))
+    return out
+
+
+def layer_run(images_dir: str | Path, layer: str, x_int: torch.Tensor | None = None) -> LayerRun:
+    """Layer ``layer`` of the network in ``images_dir`` (see ``layer_runs``)."""
+    return layer_runs(images_dir, [layer], x_int)[0]
 
 
 def run_layer_runs(runs: Sequence[LayerRun], seed: int, waves: bool | None = None
@@ -503,12 +503,8 @@ def run_layers(images_dir: str | Path, layers: Sequence[str] | None = None,
                x_int: torch.Tensor | None = None, seed: int | None = None,
                waves: bool | None = None) -> CosimResult:
     """``run_layer`` for several layers (default: every GEMM layer) in one simulation."""
-    from sqaccel.sw import images
-
-    if layers is None:
-        layers = [la.name for la in images.load(images_dir).network.gemm_layers()]
     seed = seed_from_env() if seed is None else seed
-    return run_layer_runs([layer_run(images_dir, n, x_int) for n in layers], seed, waves)
+    return run_layer_runs(layer_runs(images_dir, layers, x_int), seed, waves)
 
 
 def run_layer(images_dir: str | Path, layer: str, x_int: torch.Tensor | None = None,

@@ -31,8 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None,
                    help="testbench seed (default: $SQACCEL_SEED, else random; printed)")
     p.add_argument("--waves", action="store_true",
-                   help="write an FST waveform (a separate, traced Verilator build; also "
-                   "WAVES=1)")
+                   help="write a waveform, FST or VCD (a separate, traced Verilator build; "
+                   "its path is printed; also WAVES=1)")
     p.add_argument("--log-dir", default=None,
                    help="folder for the Verilator build and simulator output "
                    "(default: build/cosim/logs)")
@@ -94,7 +94,7 @@ def run_layers(loaded, names: list[str], seed: int, waves: bool) -> None:
     count = cosim.reference_inputs(loaded).shape[0]
     print(f"{len(names)} GEMM layer{'' if len(names) == 1 else 's'} on the {count} "
           "reference inputs stored at export", flush=True)
-    runs = [cosim.layer_run(loaded.directory, n) for n in names]
+    runs = cosim.layer_runs(loaded, names)
     cosim.run_layer_runs(runs, seed, waves)
     for lr in runs:
         print(layer_line(lr.name, layer_summary(lr)))
@@ -153,8 +153,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"sqaccel cosim: the cosimulation failed (seed {seed}; repeat with --seed "
               f"{seed})\n{report}", file=sys.stderr)
         return 1
-    finally:
-        if waves:
-            traced = cosim.traced_build_dir(cosim.accel_build_dir(cfg))
-            for f in sorted(traced.glob("*.fst")) + sorted(traced.glob("*.vcd")):
-                print(f"waveform: {f}")

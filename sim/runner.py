@@ -189,6 +189,9 @@ def run_cocotb(
             pass  # under pytest the runner exits on failure; the XML below is the verdict
         finally:
             sys.path[:] = saved_path
+    if waves:  # a failing run's waveform is the one most worth opening
+        for f in sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd")):
+            print(f"waveform: {f}", file=sys.stderr)
     result = read_results(xml)
     if not result.cases:
         raise CosimFailure(f"{test_module} on {toplevel}: no test ran")
@@ -199,7 +202,4 @@ def run_cocotb(
             f"{test_module} on {toplevel}: {len(result.failed)} of {len(result.cases)} "
             f"tests failed{where}\n" + "\n".join(lines)
         )
-    if waves:
-        for f in sorted(build_dir.glob("*.fst")) + sorted(build_dir.glob("*.vcd")):
-            print(f"waveform: {f}", file=sys.stderr)
     return result

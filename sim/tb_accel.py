@@ -106,7 +106,7 @@ if cocotb is not None:
     async def run_network(dut):
         """GEMM layers on the RTL, the steps between them in the golden model's integer code
         on the RTL's outputs; every step's output against the golden model's."""
-        from sqaccel.sim.cosim import layer_batches, layer_image_words, layer_output
+        from sqaccel.sim.cosim import layer_batches, layer_image_words
         from sqaccel.sw import images
         from sqaccel.sw.golden import IntLayer, gemm_operands
 
@@ -126,12 +126,12 @@ if cocotb is not None:
         layers, cur = {}, x
         for step in net.steps:
             if isinstance(step, IntLayer):
-                xm, lead = step.lower(cur)
                 # The golden layer on the RTL's own input: each layer is checked alone,
                 # the chain below checks that the inputs agree too.
-                want = gemm_operands(step, cur, cfg).out
+                ops = gemm_operands(step, cur, cfg)
+                xm = ops.x
                 batches = layer_batches(cfg, step.name, layer_image_words(loaded, step.name),
-                                        xm, want, step.relu)
+                                        xm, ops.out, step.relu)
                 failures: list[str] = []
                 s0, w0, r0 = tb.command_cycles, tb.host.sent, len(tb.results.words)
                 words = await play_batches(tb, fmt, cfg, batches, failures)
@@ -139,7 +139,7 @@ if cocotb is not None:
                 y = torch.cat([checker.results_to_matrix(w, len(b["commands"][0]["expected"]),
                                                          step.n, cfg)
                                for w, b in zip(words, batches, strict=True)])
-                cur = layer_output(step, y, lead)
+                cur = step.shape_output(y, ops.lead)
                 layers[step.name] = {"commands": len(batches), "M": xm.shape[0], "K": step.k,
                                      "N": step.n, "cycles": tb.command_cycles - s0,
                                      "host_words": tb.host.sent - w0,

@@ -255,16 +255,16 @@ class PEBenchTB(LockstepTB):
         reads = await self.play(pack_words(cols, widths))
         got = unpack_words(reads, [c.acc_bits for c in self.cfgs], signed=True)
         for i, (cfg, table, s) in enumerate(zip(self.cfgs, self.tables, per_pe, strict=True)):
-            acc0, known, undefined = self.acc[i], 0, self.acc[i] is None
-            if undefined:
-                loads = np.flatnonzero((s.en == 1) & (s.first == 1))
+            acc0, known = self.acc[i], 0
+            loads = np.flatnonzero((s.en == 1) & (s.first == 1))
+            if acc0 is None:  # compared from the first load on
                 acc0, known = 0, (int(loads[0]) if len(loads) else len(s)) + READ_LAG
             model = model_trace(cfg, table, s, acc0)
             want = expected_reads(model, acc0)
             mism = checker.trace_mismatches(want, got[i], start=known)
             checker.fail_if(f"PE {i} ({pe_label(cfg)}), {what}", mism, n, unit="accumulators")
-            loaded = not undefined or ((s.en == 1) & (s.first == 1)).any()
-            self.acc[i] = int(model[-1]) if loaded else None
+            if self.acc[i] is not None or len(loads):
+                self.acc[i] = int(model[-1])
         self.checked += n
 
 

@@ -15,7 +15,6 @@ steps always run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -35,11 +34,15 @@ SKIPPABLE = ("accuracy", "golden", "table", "cosim", "synth")
 
 def digest(obj) -> str:
     """A short digest of a JSON-able object (the inputs that decide a step's result)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    from sqaccel.sw.images import sha256
+
+    return sha256(json.dumps(obj, sort_keys=True).encode())[:16]
 
 
 def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    from sqaccel.sw.images import sha256
+
+    return sha256(Path(path).read_bytes())[:16]
 
 
 @dataclass
@@ -53,7 +56,6 @@ class DemoRun:
     cosim_images: int = 8
     skip: frozenset[str] = frozenset()
     state: dict = field(default_factory=dict)
-    headline: list[str] = field(default_factory=list)
 
     def say(self, msg: str) -> None:
         print(f"    {msg}", flush=True)
@@ -62,13 +64,6 @@ class DemoRun:
         from sqaccel.sw.models import write_text_atomic
 
         return write_text_atomic(self.out / name, json.dumps(obj, indent=1) + "\n")
-
-    def read_json(self, name: str):
-        path = self.out / name
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise SqaccelError(f"{path}: cannot read the step's result ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -97,17 +92,11 @@ def step_data(run: DemoRun) -> None:
 
 
 def step_model(run: DemoRun) -> None:
-    import torch
+    from sqaccel.sw.train import cache_paths, load_or_train_digits
 
-    from sqaccel.sw.train import load_or_train_digits
-
-    model = load_or_train_digits(run.seed, run.cache_dir, log=run.say)
-    h = hashlib.sha256()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().to(torch.float32).contiguous().numpy().tobytes())
-    run.state["model"] = model
-    run.state["model_digest"] = h.hexdigest()[:16]
+    run.state["model"] = load_or_train_digits(run.seed, run.cache_dir, log=run.say)
+    # The weights as loaded (a trained model is cached before it is returned).
+    run.state["model_digest"] = file_digest(cache_paths(run.seed, run.cache_dir)[0])
 
 
 def step_search(run: DemoRun) -> None:

@@ -46,10 +46,11 @@ class Page:
         self.add(f"![{caption}]({name})\n\n*{caption}*")
 
 
-def md_table(headers: list[str], rows: list[list]) -> str:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(out)
+def md_table(headers: list[str], rows: list[list], text_cols: int = 1) -> str:
+    from sqaccel.sw.quantize_cmd import render_table
+
+    return render_table(headers, [[str(c) for c in r] for r in rows], markdown=True,
+                        text_cols=text_cols)
 
 
 def _plt():
@@ -215,7 +216,7 @@ def build_page(run_dir: Path, out: Path) -> Page:
     page.add("## Weights and their levels")
     name, rows = plot_weight_histograms(out, seed, Path(run.get("cache_dir", "build/models")))
     page.figure(name, f"Weight histograms with the W{HIST_BITS} SQ and uniform levels")
-    page.add(md_table(["layer", "type", "method", "levels", "weight MSE"], rows))
+    page.add(md_table(["layer", "type", "method", "levels", "weight MSE"], rows, text_cols=3))
 
     page.add("## Accuracy against bits")
     if accuracy or calibration:
@@ -235,7 +236,8 @@ def build_page(run_dir: Path, out: Path) -> Page:
     if golden:
         page.add("The integer golden model against the fake-quantised float model it stands "
                  "for (search only, A8 activations, ranges by MSE):")
-        page.add(md_table(["method", "W/A", "fake-quant %", "integer %", "difference"], [
+        page.add(md_table(["method", "W/A", "fake-quant %", "integer %", "difference"],
+                          text_cols=2, rows=[
             [r["method"], f"W{r['bits']}A{r['act_bits']}", _pct(r["fake_quant"]),
              _pct(r["integer"]), f"{r['diff']:+.2f}"] for r in golden["rows"]]))
     if calibration:
@@ -272,19 +274,18 @@ def build_page(run_dir: Path, out: Path) -> Page:
     if manifest:
         cfg = manifest.get("config", {})
         page.add("The accelerator config of the images (and of the RTL that ran them):")
-        page.add(md_table(["field", "value"], [
+        page.add(md_table(["field", "value"], text_cols=2, rows=[
             [k, json.dumps(v, separators=(",", ":"))] for k, v in sorted(cfg.items())
             if k != "derived"]))
-        files = [[f.get("file", f.get("path", "?")), f.get("layer", "-"),
-                  str(f.get("sha256", ""))[:16]] for f in _manifest_files(manifest)
-                 if f.get("format") != "bin"]
+        files = [[f["file"], f.get("layer", "-"), str(f.get("sha256", ""))[:16]]
+                 for f in _manifest_files(manifest) if f.get("format") != "bin"]
         page.add("The `$readmemh` images (the raw binaries beside them carry the same words):")
-        page.add(md_table(["image", "layer", "SHA-256 (first 16)"], files))
+        page.add(md_table(["image", "layer", "SHA-256 (first 16)"], files, text_cols=3))
     else:
         page.add("No images were exported in this run.")
     if run.get("steps"):
         page.add("## Steps of the run")
-        page.add(md_table(["step", "seconds", "note"], [
+        page.add(md_table(["step", "seconds", "note"], text_cols=1, rows=[
             [s["name"], f"{s['seconds']:.1f}",
              "skipped" if s.get("skipped") else
              "reused from an earlier run with the same inputs" if s.get("reused") else ""]
@@ -297,17 +298,8 @@ def _pct(v) -> str:
 
 
 def _manifest_files(manifest: dict) -> list[dict]:
-    files = manifest.get("files")
-    if isinstance(files, list):
-        return files
-    if isinstance(files, dict):
-        return [{"file": k, **v} for k, v in files.items()]
-    out = []
-    for layer in manifest.get("layers", []):
-        for f in (layer.get("files") or {}).values() if isinstance(layer.get("files"), dict) \
-                else layer.get("files", []):
-            out.append({"layer": layer.get("name"), **f})
-    return out
+    """The manifest's file entries (``files``: name -> entry), each with its name."""
+    return [{"file": k, **v} for k, v in manifest.get("files", {}).items()]
 
 
 def to_html(markdown_blocks: list[str]) -> str:

@@ -138,19 +138,27 @@ class IntLayer:
 
     def accumulate(self, x: torch.Tensor, cfg: AccelConfig) -> tuple[torch.Tensor, tuple]:
         xm, lead = self.lower(x)
+        return self.gemm(xm, cfg), lead
+
+    def gemm(self, xm: torch.Tensor, cfg: AccelConfig) -> torch.Tensor:
+        """The accumulators [M, N] of the lowered input X [M, K]."""
         w = self.weights if self.weights is not None else self.decode(cfg)
         try:
-            return arith.gemm(xm, w, self.bias, cfg), lead
+            return arith.gemm(xm, w, self.bias, cfg)
         except SqaccelError as e:
             raise SqaccelError(f"layer {self.name!r}: {e}") from None
+
+    def shape_output(self, y: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
+        """The layer's output tensor from its GEMM result [M, N] (``lead`` from lower)."""
+        if self.kind == "conv":
+            b, oh, ow = lead
+            return y.reshape(b, oh, ow, self.n).permute(0, 3, 1, 2).contiguous()
+        return y
 
     def run(self, x: torch.Tensor, cfg: AccelConfig) -> torch.Tensor:
         acc, lead = self.accumulate(x, cfg)
         y = arith.requant(acc, self.m, self.s, cfg.act_bits, relu=self.relu)
-        if self.kind == "conv":
-            b, oh, ow = lead
-            y = y.reshape(b, oh, ow, self.n).permute(0, 3, 1, 2).contiguous()
-        return y
+        return self.shape_output(y, lead)
 
     def meta(self) -> dict:
         """Everything but the integer arrays (those travel in the memory images)."""
@@ -297,6 +305,7 @@ class GemmOperands:
     weights: torch.Tensor  # [K, N] decoded signed integers
     acc: torch.Tensor  # [M, N] accumulators
     out: torch.Tensor  # [M, N] requantised (relu) or the accumulators
+    lead: tuple[int, ...] = ()  # the output's leading shape (IntLayer.shape_output)
 
 
 @dataclass
@@ -410,8 +419,8 @@ def network_differences(a: IntNetwork, b: IntNetwork) -> list[str]:
 
 def gemm_operands(layer: IntLayer, layer_input: torch.Tensor, cfg: AccelConfig) -> GemmOperands:
     """The operands of ``layer`` for its own input tensor (e.g. a recorded output)."""
-    xm, _ = layer.lower(layer_input)
-    acc, _ = layer.accumulate(layer_input, cfg)
+    xm, lead = layer.lower(layer_input)
+    acc = layer.gemm(xm, cfg)
     return GemmOperands(
         name=layer.name,
         x=xm,
@@ -424,6 +433,7 @@ def gemm_operands(layer: IntLayer, layer_input: torch.Tensor, cfg: AccelConfig) 
         weights=layer.weights,
         acc=acc,
         out=arith.requant(acc, layer.m, layer.s, cfg.act_bits, relu=layer.relu),
+        lead=lead,
     )
 
 

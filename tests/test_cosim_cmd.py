@@ -53,17 +53,17 @@ def test_a_wrong_golden_output_exits_1_naming_layer_index_and_values(
     """The model's output for the layer gets one value changed; the RTL's stays right."""
     m_idx, n_idx = 5, 3
     seen = {}
-    real = cosim.layer_run
+    real = cosim.layer_runs
 
-    def wrong_model(images_dir, layer, x_int=None):
-        lr = real(images_dir, layer, x_int)
+    def wrong_model(images, layers=None, x_int=None):
+        [lr] = real(images, layers, x_int)
         want = lr.expected.clone()
         true = int(want[m_idx, n_idx])
         want[m_idx, n_idx] = true - 1 if true > 0 else true + 1
         seen.update(true=true, wrong=int(want[m_idx, n_idx]))
-        return dataclasses.replace(lr, expected=want)
+        return [dataclasses.replace(lr, expected=want)]
 
-    monkeypatch.setattr(cosim, "layer_run", wrong_model)
+    monkeypatch.setattr(cosim, "layer_runs", wrong_model)
     rc, out, err = _cosim(capsys, str(digits), "--layer", LAYER, "--seed", "3",
                           "--log-dir", str(tmp_path / "logs"))
     assert rc == 1 and "bit-exact" not in out

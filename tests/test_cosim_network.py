@@ -36,7 +36,7 @@ def test_every_layer_from_its_images(digits):
     names = _layer_names(digits)
     print(f"layer cosim: seed {seed} (repeat with SQACCEL_SEED={seed}), layers {names}, "
           f"{x.shape[0]} inputs")
-    runs = [cosim.layer_run(digits, name, x) for name in names]
+    runs = cosim.layer_runs(digits, names, x)
     result = cosim.run_layer_runs(runs, seed)
     assert [c.name for c in result.cases] == ["run_gemms"] and not result.failed
     for lr in runs:

@@ -12,15 +12,15 @@ writes build/bench/array.json.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
 from pathlib import Path
 
+from sqaccel import files
 from sqaccel.config import AccelConfig
-from sqaccel.hw import hostmodel as hm
 from sqaccel.hw import timing
+from sqaccel.sim import hostmodel as hm
 
 ARRAYS = [(2, 2), (8, 8), (16, 16)]
 PES = ["shift", "mult"]
@@ -76,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['cycles']:>7} {r['formula_cycles']:>7} "
                       f"{'yes' if r['formula_matches'] else 'NO':>5} "
                       f"{100 * r['utilisation']:>5.1f}% {r['sim_seconds']:>6.1f}", flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({"tiles_per_gemm": TILES * TILES, "results": results}, indent=2)
-                   + "\n")
+    files.write_json(OUT, {"tiles_per_gemm": TILES * TILES, "results": results}, indent=2)
     print(f"wrote {OUT}")
     bad = [r for r in results if not r["formula_matches"]]
     low = [r for r in results if r["K"] >= 64 and r["utilisation"] < 0.9]

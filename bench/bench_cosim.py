@@ -13,7 +13,6 @@ Prints a summary and writes build/bench/cosim.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -21,8 +20,9 @@ from pathlib import Path
 
 import torch
 
+from sqaccel import files
 from sqaccel.config import AccelConfig
-from sqaccel.sim import cosim
+from sqaccel.sim import builds, network_level
 
 OUT = Path("build/bench/cosim.json")
 
@@ -33,13 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="cocotb seed (default: random)")
     args = ap.parse_args(argv)
     cfg = AccelConfig()
-    seed = cosim.seed_from_env() if args.seed is None else args.seed
+    seed = builds.seed_from_env() if args.seed is None else args.seed
     t0 = time.perf_counter()
-    images_dir = cosim.digits_images(cfg)
-    x, labels = cosim.digits_test_inputs(images_dir, args.images)
+    images_dir = network_level.digits_images(cfg)
+    x, labels, _ = network_level.test_inputs(images_dir, args.images)
     prep = time.perf_counter() - t0
     t1 = time.perf_counter()
-    run = cosim.run_network(images_dir, x, seed)
+    run = network_level.run_network(images_dir, x, seed)
     total = time.perf_counter() - t1
     preds = torch.tensor(run.predictions)
     acc = 100.0 * float((preds == labels).double().mean())
@@ -70,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:>6} {la['M']:>6} {la['K']:>5} {la['N']:>4} {la['commands']:>5} "
               f"{la['cycles']:>8} {la['host_words']:>11} {la['result_words']:>8}")
     print(f"  every step equal to the golden model; RTL accuracy {acc:.2f} % on these images")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    files.write_json(OUT, result, indent=2)
     print(f"wrote {OUT}")
     return 0
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 from sqaccel.config import AccelConfig
 from sqaccel.errors import SqaccelError
+from sqaccel.hw.designs import build_design, design_options, run_name, synth_design
 from sqaccel.hw.synth import get_target, module_cells, tool_path
-from sqaccel.hw.synth_cmd import build_design, design_options, run_name, synth_design
 
 OUT = Path("build/bench")
 SYNTH_OUT = OUT / "synth"

@@ -11,17 +11,16 @@ Prints, and writes build/bench/search.json:
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from sqaccel import files
 from sqaccel.sw.sq_search import _direct_round, candidate_pool, search_oracle, search_tensor
 
 OUT = Path("build/bench/search.json")
@@ -152,11 +151,7 @@ def bench_agree(rng: np.random.Generator) -> dict:
 
 
 def write_json(doc: dict) -> None:
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=OUT.parent, prefix=".search-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2)
-    os.replace(tmp, OUT)
+    files.write_json(OUT, doc, indent=2)
 
 
 def main() -> int:

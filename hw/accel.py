@@ -16,66 +16,37 @@ Host interface (docs/hardware.md, "Host interface"; ``format.json`` beside the V
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from sqaccel import abi
 from sqaccel.config import AccelConfig, ConfigError
 from sqaccel.hw.array import PEArray, result_layout
-from sqaccel.hw.controller import (
-    Controller,
-    addr_bits,
-    buffer_depths,
-    buffer_word_bits,
-    command_layout,
-)
-
-
-class Target(enum.Enum, shape=3):
-    """What a host packet addresses."""
-
-    ACT = 0
-    WEIGHTS = 1
-    STEPS = 2
-    BIAS = 3
-    REQUANT = 4
-    COMMAND = 5
-
-
-# Buffer name (as in buffer_depths) of each write target.
-BUFFER_OF_TARGET = {
-    Target.ACT: "act",
-    Target.WEIGHTS: "weights",
-    Target.STEPS: "steps",
-    Target.BIAS: "bias",
-    Target.REQUANT: "requant",
-}
+from sqaccel.hw.controller import Controller, command_layout
 
 
 def packet_layout(cfg: AccelConfig) -> data.StructLayout:
-    """A host packet: ``data`` (lowest bits), ``addr``, ``target`` (highest bits)."""
-    widths = list(buffer_word_bits(cfg).values()) + [command_layout(cfg).size]
-    return data.StructLayout({
-        "data": max(widths),
-        "addr": max(addr_bits(d) for d in buffer_depths(cfg).values()),
-        "target": Target,
-    })
+    """A host packet (``sqaccel.abi.packet_fields``): ``data`` (lowest bits), ``addr``,
+    ``target`` (highest bits; ``sqaccel.abi.TARGETS``)."""
+    return data.StructLayout(abi.packet_fields(cfg))
 
 
 class Accelerator(wiring.Component):
-    """The top level. ``init`` maps buffer names (``buffer_depths``) to initial words."""
+    """The top level. ``init`` maps buffer names (``sqaccel.abi.buffers``) to initial
+    words."""
 
     def __init__(self, cfg: AccelConfig, init: dict[str, list[int]] | None = None):
         self.cfg = cfg
         self.init = dict(init or {})
-        depths = buffer_depths(cfg)
+        bufs = abi.buffers(cfg)
         for name, words in self.init.items():
-            if name not in depths:
+            if name not in bufs:
                 raise ConfigError(f"initial contents for {name!r}: this build has no such buffer")
-            if len(words) > depths[name]:
+            if len(words) > bufs[name].depth:
                 raise ConfigError(
                     f"initial contents for {name!r}: {len(words)} words, the buffer holds "
-                    f"{depths[name]}"
+                    f"{bufs[name].depth}"
                 )
         super().__init__({
             "host_in": In(stream.Signature(packet_layout(cfg))),
@@ -96,8 +67,6 @@ class Accelerator(wiring.Component):
                    "requant": ctrl.rq_rd}
         if cfg.pe == "shift":
             read_of["steps"] = ctrl.step_rd
-        widths = buffer_word_bits(cfg)
-        depths = buffer_depths(cfg)
 
         # Host writes are registered once before they reach a buffer, with each buffer's
         # write enable decoded before that register: the enable then drives the memory
@@ -105,7 +74,7 @@ class Accelerator(wiring.Component):
         # flip-flop.
         pkt = self.host_in.payload
         wr = Signal(packet_layout(cfg), reset_less=True)
-        is_cmd = pkt.target == Target.COMMAND
+        is_cmd = pkt.target == abi.TARGETS["command"]
         m.d.comb += [
             self.host_in.ready.eq(Mux(is_cmd, ctrl.cmd.ready, 1)),
             ctrl.cmd.valid.eq(self.host_in.valid & is_cmd),
@@ -113,25 +82,22 @@ class Accelerator(wiring.Component):
         ]
         m.d.sync += wr.eq(pkt)
 
-        for target, name in BUFFER_OF_TARGET.items():
-            if name not in depths:
-                continue
+        for name, buf in abi.buffers(cfg).items():
             init = [int(w) for w in self.init.get(name, [])]
-            mem = Memory(shape=widths[name], depth=depths[name], init=init)
+            mem = Memory(shape=buf.word_bits, depth=buf.depth, init=init)
             m.submodules[f"{name}_buf"] = mem
             wp = mem.write_port()
             # `target == 0` would lint as a truncating `!target`.
-            is_target = (pkt.target.as_value() == target.value if target.value
-                         else ~pkt.target.as_value().any())
+            is_target = (pkt.target == buf.target) if buf.target else ~pkt.target.any()
             # Addresses past a depth that is not a power of two are dropped.
-            in_range = (pkt.addr < depths[name]) if depths[name] & (depths[name] - 1) \
-                else ~pkt.addr[addr_bits(depths[name]):].any()
+            in_range = (pkt.addr < buf.depth) if buf.depth & (buf.depth - 1) \
+                else ~pkt.addr[buf.addr_bits:].any()
             we = Signal(name=f"{name}_we")
             m.d.sync += we.eq(self.host_in.valid & is_target & in_range)
             m.d.comb += [
                 wp.en.eq(we),
                 wp.addr.eq(wr.addr),
-                wp.data.eq(wr.data[: widths[name]]),
+                wp.data.eq(wr.data[: buf.word_bits]),
             ]
             wiring.connect(m, mem.read_port(), read_of[name])
 

@@ -31,6 +31,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from sqaccel import abi
 from sqaccel.config import AccelConfig
 from sqaccel.hw.pe import LATENCY as PE_LATENCY
 from sqaccel.hw.pe import make_pe, weight_operand_shape
@@ -47,8 +48,7 @@ RESULT_FIFO_DEPTH = RQ_LATENCY + 4
 
 def step_table_bits(cfg: AccelConfig) -> int:
     """Width of one step-buffer word: C lanes (per channel) or one entry (per layer)."""
-    lanes = cfg.cols if cfg.step_tables == "channel" else 1
-    return lanes * cfg.universal.step_entry_bits
+    return abi.step_lanes(cfg) * cfg.universal.step_entry_bits
 
 
 def slot_layout(cfg: AccelConfig) -> data.StructLayout:
@@ -67,11 +67,10 @@ def slot_layout(cfg: AccelConfig) -> data.StructLayout:
 
 
 def result_layout(cfg: AccelConfig) -> data.StructLayout:
-    """A result word (C lanes of acc_bits, lane 0 low) and the command's end marker."""
-    return data.StructLayout({
-        "data": data.ArrayLayout(signed(cfg.acc_bits), cfg.cols),
-        "last": 1,
-    })
+    """A result word (``sqaccel.abi.result_fields``: C lanes of acc_bits, lane 0 low) and
+    the command's end marker."""
+    lanes, bits = abi.result_lanes(cfg)
+    return data.StructLayout({"data": data.ArrayLayout(signed(bits), lanes), "last": 1})
 
 
 def load_signature(cfg: AccelConfig) -> wiring.Signature:
@@ -144,7 +143,7 @@ class PEArray(wiring.Component):
         w_op = Signal(data.ArrayLayout(op_t, C), reset_less=True)
         m.d.sync += x_op.eq(x_in)
         if cfg.pe == "shift":
-            tables = C if cfg.step_tables == "channel" else 1
+            tables = abi.step_lanes(cfg)
             table_t = data.ArrayLayout(data.ArrayLayout(unsigned(entry_bits), L), tables)
             tbl_next = Signal(table_t, reset_less=True)
             tbl_active = Signal(table_t, reset_less=True)

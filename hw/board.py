@@ -32,7 +32,13 @@ from sqaccel.hw.uart import (
     payload_width,
 )
 
-CONSTRAINTS_DIR = Path(__file__).resolve().parent.parent / "constraints"
+
+def constraint_file(name: str) -> Path:
+    """A board's pin and clock file, shipped as package data (``sqaccel.constraints``)."""
+    from importlib.resources import files
+
+    return Path(str(files("sqaccel.constraints").joinpath(name)))
+
 
 
 @dataclass(frozen=True)
@@ -53,14 +59,14 @@ class Board:
 ULX3S = Board(
     name="ULX3S v2.0/v3.x (LFE5U-85F-6BG381C)",
     clk_hz=25_000_000,
-    constraints=CONSTRAINTS_DIR / "ulx3s.lpf",
+    constraints=constraint_file("ulx3s.lpf"),
     led_active_low=False,
     btn_active_low=False,
 )
 ICEBREAKER = Board(
     name="iCEBreaker v1.0 (iCE40UP5K-SG48)",
     clk_hz=12_000_000,
-    constraints=CONSTRAINTS_DIR / "icebreaker.pcf",
+    constraints=constraint_file("icebreaker.pcf"),
     led_active_low=True,
     btn_active_low=True,
 )

@@ -1,7 +1,8 @@
 """The GEMM controller: runs one command, tile by tile, from the buffers into the array.
 
-A command (``command_layout``) asks for ``Y[M, N] = X[M, K] W[K, N]`` (+ bias, then
-requantisation or raw) with the buffer layouts of docs/arithmetic.md section 7:
+A command (``command_layout``, from ``sqaccel.abi``) asks for ``Y[M, N] = X[M, K] W[K, N]``
+(+ bias, then requantisation or raw) with the buffer layouts of docs/arithmetic.md
+section 7:
 
     activations  act_base   + i*K + k          (R lanes x A bits)
     weights      w_base     + j*K + k          (C lanes x b bits)
@@ -26,77 +27,39 @@ M = 0 or N = 0 runs nothing and produces no result.
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
-from sqaccel.config import AccelConfig, bits_for_unsigned
+from sqaccel import abi
+from sqaccel.config import AccelConfig
 from sqaccel.hw.array import load_signature, slot_layout
 from sqaccel.hw.requant import requant_word_layout
 
 
-def col_tiles_max(cfg: AccelConfig) -> int:
-    return -(-cfg.n_max // cfg.cols)
-
-
-def buffer_depths(cfg: AccelConfig) -> dict[str, int]:
-    """Words in each buffer; ``steps`` exists only for the shift-add PE. At least 2 words
-    each: a one-word memory would have a zero-width address."""
-    tiles = col_tiles_max(cfg)
-    d = {"act": cfg.act_depth, "weights": cfg.weight_depth}
-    if cfg.pe == "shift":
-        d["steps"] = tiles * cfg.levels
-    d["bias"] = tiles
-    d["requant"] = tiles
-    return {name: max(2, depth) for name, depth in d.items()}
+def _lane_shape(cfg: AccelConfig, name: str):
+    if name == "requant":
+        return requant_word_layout(cfg)
+    b = abi.buffers(cfg)[name]
+    return signed(b.lane_bits) if b.signed else unsigned(b.lane_bits)
 
 
 def buffer_layouts(cfg: AccelConfig) -> dict[str, data.ArrayLayout]:
-    """The lanes of one word of each buffer (lane 0 in the low bits)."""
-    entry_lanes = cfg.cols if cfg.step_tables == "channel" else 1
-    layouts = {
-        "act": data.ArrayLayout(cfg.act_bits, cfg.rows),
-        "weights": data.ArrayLayout(cfg.weight_bits, cfg.cols),
-        "steps": data.ArrayLayout(cfg.universal.step_entry_bits, entry_lanes),
-        "bias": data.ArrayLayout(cfg.acc_bits, cfg.cols),
-        "requant": data.ArrayLayout(requant_word_layout(cfg), cfg.cols),
-    }
-    return {k: layouts[k] for k in buffer_depths(cfg)}
-
-
-def buffer_word_bits(cfg: AccelConfig) -> dict[str, int]:
-    """Width of one word of each buffer: the buffers hold plain unsigned words."""
-    return {name: layout.size for name, layout in buffer_layouts(cfg).items()}
-
-
-def addr_bits(depth: int) -> int:
-    return max(1, ceil_log2(depth))
+    """The lanes of one word of each buffer (``sqaccel.abi.buffers``), as Amaranth layouts."""
+    return {name: data.ArrayLayout(_lane_shape(cfg, name), b.lanes)
+            for name, b in abi.buffers(cfg).items()}
 
 
 def command_layout(cfg: AccelConfig) -> data.StructLayout:
-    """The fields of a command, lowest bits first."""
-    depths = buffer_depths(cfg)
-    return data.StructLayout({
-        # Wide enough to hold one more than the largest value a command may carry, so
-        # the checks (K > K_max, N > n_max, rows left <= R) never become constants.
-        "m": bits_for_unsigned(cfg.act_depth * cfg.rows + 1),
-        "n": bits_for_unsigned(cfg.n_max + 1),
-        "k": bits_for_unsigned(cfg.k_max + 1),
-        "act_base": addr_bits(depths["act"]),
-        "w_base": addr_bits(depths["weights"]),
-        "step_base": addr_bits(depths.get("steps", 1)),
-        "param_base": addr_bits(depths["bias"]),
-        "relu": 1,
-    })
+    """The fields of a command (``sqaccel.abi.command_fields``), lowest bits first."""
+    return data.StructLayout(abi.command_fields(cfg))
 
 
 def read_signature(cfg: AccelConfig, buffer: str) -> wiring.Signature:
     """A synchronous read port of ``buffer``, as seen by its user."""
-    depth = buffer_depths(cfg)[buffer]
-    width = buffer_word_bits(cfg)[buffer]
-    return ReadPort.Signature(addr_width=ceil_log2(depth), shape=width).flip()
+    b = abi.buffers(cfg)[buffer]
+    return ReadPort.Signature(addr_width=b.addr_bits, shape=b.word_bits).flip()
 
 
 class Controller(wiring.Component):

@@ -29,6 +29,7 @@ from amaranth.lib.wiring import In, Out
 from sqaccel.config import AccelConfig
 
 LATENCY = 2  # cycles from the operands to the accumulator showing their product
+BIAS_DELAY = 1  # the bias is read in stage 2, one cycle after the `first` operands
 
 
 def shift_operand_layout(cfg: AccelConfig) -> data.StructLayout:

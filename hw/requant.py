@@ -25,6 +25,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from sqaccel import abi
 from sqaccel.config import AccelConfig
 
 LATENCY = 6
@@ -33,8 +34,8 @@ SLICE_BITS = 17
 
 
 def requant_word_layout(cfg: AccelConfig) -> data.StructLayout:
-    """One lane of a requant word: ``S << 16 | M`` (M in the low bits)."""
-    return data.StructLayout({"m": cfg.requant_m_bits, "s": cfg.requant_s_bits})
+    """One lane of a requant word: ``S << 16 | M`` (M in the low bits; ``sqaccel.abi``)."""
+    return data.StructLayout(abi.requant_fields(cfg))
 
 
 def requant_in_layout(cfg: AccelConfig) -> data.StructLayout:

@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +25,11 @@ from pathlib import Path
 from amaranth.back import rtlil
 from amaranth.lib import wiring
 
+from sqaccel import files
 from sqaccel.errors import SqaccelError
 from sqaccel.hw.board import ICEBREAKER, ULX3S, Board
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "build" / "synth"
+DEFAULT_OUT = Path("build") / "synth"  # under the current folder
 TOP = "top"
 
 
@@ -182,10 +181,9 @@ def tool_path(name: str) -> Path:
 
 
 def _tool_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # Compiled WebAssembly is cached here; the Makefile exports the same folder.
-    env.setdefault("YOWASP_CACHE_DIR", str(REPO_ROOT / "build" / "yowasp-cache"))
-    return env
+    # YoWASP caches its compiled WebAssembly in YOWASP_CACHE_DIR (the Makefile sets it),
+    # else in the user's cache folder.
+    return dict(os.environ)
 
 
 def to_rtlil(design: wiring.Component | str) -> str:
@@ -246,25 +244,13 @@ class _RunCtx:
     timeout_s: float | None
 
     def fail(self, tool: str, step: str, log_name: str, why: str, detail: str) -> None:
-        _replace_dir(self.tmp, self.failed)
+        files.replace_folder(self.tmp, self.failed)
         # A report left from an earlier run of this name would describe another design.
         shutil.rmtree(self.final, ignore_errors=True)
         raise SqaccelError(
             f"synth {self.target.name}/{self.name}: {tool} {step} failed ({why}): {detail}; "
             f"log: {self.failed / log_name}"
         )
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Renames ``src`` to ``dst``, replacing an older ``dst``."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        dst.rename(old)
-    src.rename(dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _yosys_script(target: Target, opts: SynthOptions, *, flatten: bool = True) -> str:
@@ -303,8 +289,7 @@ def module_cells(
     text = to_rtlil(design)
     parent = Path(out_root) / target.name
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
-    tmp.chmod(0o755)
+    tmp = files.new_temp_folder(parent / name)
     ctx = _RunCtx(target, name, tmp, parent / f"{name}.failed", parent / name, opts.timeout_s)
     try:
         (tmp / "design.il").write_text(text)
@@ -322,7 +307,7 @@ def module_cells(
             for n, m in mods.items()
         }
         (tmp / "modules.json").write_text(json.dumps(cells, indent=1) + "\n")
-        _replace_dir(tmp, ctx.final)
+        files.replace_folder(tmp, ctx.final)
         return cells
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -356,8 +341,7 @@ def synthesize(
 
     parent = Path(out_root) / target.name
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the renamed run folder is not
+    tmp = files.new_temp_folder(parent / name)
     ctx = _RunCtx(
         target, name, tmp, parent / f"{name}.failed", parent / name, opts.timeout_s
     )
@@ -424,7 +408,7 @@ def _synthesize_in(
     )
     (tmp / "report.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     (tmp / "summary.md").write_text(summary_markdown(report))
-    _replace_dir(tmp, ctx.final)
+    files.replace_folder(tmp, ctx.final)
     shutil.rmtree(ctx.failed, ignore_errors=True)
     return SynthResult(ctx.final, report)
 

@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from amaranth.back import verilog
 from amaranth.lib import data
 
+from sqaccel import abi, files
 from sqaccel.config import AccelConfig
 from sqaccel.errors import SqaccelError
 from sqaccel.hw import timing
-from sqaccel.hw.accel import BUFFER_OF_TARGET, Accelerator, Target, packet_layout
+from sqaccel.hw.accel import Accelerator, packet_layout
 from sqaccel.hw.array import result_layout
-from sqaccel.hw.controller import addr_bits, buffer_depths, buffer_layouts, command_layout
-from sqaccel.hw.preload import PLAIN_FILES, Preload, read_images
+from sqaccel.hw.controller import command_layout
+from sqaccel.hw.preload import Preload, read_images
 from sqaccel.hw.requant import requant_word_layout
 
 TOP_NAME = "sqaccel_top"
@@ -40,16 +39,6 @@ CONFIG_FILE = "config.json"
 FORMAT_FILE = "format.json"
 FORMAT_VERSION = 1
 WAIVERS = Path(__file__).with_name("lint_waivers.vlt")
-
-ADDRESSING = {
-    "act": "act_base + i*K + k: lane r holds X[i*R + r, k] (rows >= M: 0)",
-    "weights": "w_base + j*K + k: lane c holds the code of W[k, j*C + c] (columns >= N: 0)",
-    "steps": "step_base + j*L + e: lane c holds entry e of column j*C + c's table "
-             "(per layer: step_base + e, one entry per word)",
-    "bias": "param_base + j: lane c holds bias[j*C + c], two's complement",
-    "requant": "param_base + j: lane c holds S << 16 | M of column j*C + c",
-}
-
 
 class GenerationError(SqaccelError):
     """Generation failed after the config was accepted (a tool or a file system error)."""
@@ -72,22 +61,18 @@ def _fields(layout: data.StructLayout) -> dict:
 def format_description(cfg: AccelConfig, preload: Preload | None = None) -> dict:
     """Machine-readable description of the host interface and the buffers."""
     pl, cl, rl = packet_layout(cfg), command_layout(cfg), result_layout(cfg)
-    depths, layouts = buffer_depths(cfg), buffer_layouts(cfg)
-    target_of = {name: t for t, name in BUFFER_OF_TARGET.items()}
     buffers = {}
-    for name, depth in depths.items():
-        lay = layouts[name]
+    for name, b in abi.buffers(cfg).items():
         entry = {
-            "target": target_of[name].value,
-            "depth": depth,
-            "addr_bits": addr_bits(depth),
-            "word_bits": lay.size,
-            "lanes": lay.length,
-            "lane_bits": lay.size // lay.length,
-            "address": ADDRESSING[name],
+            "target": b.target,
+            "depth": b.depth,
+            "addr_bits": b.addr_bits,
+            "word_bits": b.word_bits,
+            "lanes": b.lanes,
+            "lane_bits": b.lane_bits,
+            "signed_lanes": b.signed,
+            "address": abi.ADDRESSING[name],
         }
-        if name in PLAIN_FILES:
-            entry["image"] = PLAIN_FILES[name]
         if name == "requant":
             entry["lane_fields"] = _fields(requant_word_layout(cfg))
         buffers[name] = entry
@@ -115,7 +100,7 @@ def format_description(cfg: AccelConfig, preload: Preload | None = None) -> dict
         "packet": {
             "width": pl.size,
             "fields": _fields(pl),
-            "targets": {t.name: t.value for t in Target},
+            "targets": dict(abi.TARGETS),
             "rules": [
                 "a buffer target writes data[0:word_bits] at addr; always accepted; addresses "
                 "at or past the buffer's depth are ignored",
@@ -174,31 +159,16 @@ def generate(cfg: AccelConfig, out_dir: str | Path, images: str | Path | None = 
     out = Path(out_dir)
     preload = read_images(cfg, images) if images is not None else None
     text = build_verilog(cfg, preload)
-    files = {
+    texts = {
         VERILOG_FILE: text,
         CONFIG_FILE: cfg.to_json() + "\n",
         FORMAT_FILE: json.dumps(format_description(cfg, preload), indent=2) + "\n",
     }
     if out.exists() and not out.is_dir():
         raise SqaccelError(f"{out}: exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    old: Path | None = None
-    try:
-        for name, content in files.items():
+    with files.staged_folder(out) as tmp:
+        for name, content in texts.items():
             (tmp / name).write_text(content)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "previous")
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not out.exists():
-            os.replace(old / "previous", out)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     return out
 
 
@@ -226,3 +196,9 @@ def lint(verilog_file: str | Path, waivers: str | Path | None = WAIVERS) -> tupl
     except FileNotFoundError:
         raise GenerationError(f"verilator not found at {exe}") from None
     return proc.returncode, (proc.stdout + proc.stderr).strip()
+
+
+def lint_findings(verilog_file: str | Path) -> tuple[int, list[str]]:
+    """``lint``'s exit code and its findings (the lines Verilator starts with ``%``)."""
+    rc, msg = lint(verilog_file)
+    return rc, [line for line in msg.splitlines() if line.startswith("%")]

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from sqaccel import abi
 from sqaccel.config import AccelConfig
-from sqaccel.sw import images
 
 REPORT_LIMIT = 8  # differences listed in a report; the count covers all of them
 
@@ -69,27 +69,12 @@ def trace_mismatches(expected, actual, start: int = 0) -> list[Mismatch]:
 # -- array results -------------------------------------------------------------------------
 
 
-def result_lanes(words: Sequence[int], cfg: AccelConfig) -> np.ndarray:
-    """[words, C] signed lanes of result words (docs/arithmetic.md section 7)."""
-    c, bits = cfg.cols, cfg.acc_bits
-    mask, half = (1 << bits) - 1, 1 << (bits - 1)
-    out = np.zeros((len(words), c), dtype=np.int64)
-    for i, w in enumerate(words):
-        for lane in range(c):
-            v = (int(w) >> (lane * bits)) & mask
-            out[i, lane] = v - (1 << bits) if v >= half else v
-    return out
-
-
 def results_to_matrix(words: Sequence[int], m: int, n: int, cfg: AccelConfig) -> torch.Tensor:
     """Y [M, N] from result words ordered column tile j outer, row m inner."""
-    c = cfg.cols
-    tiles = -(-n // c)
-    if len(words) != tiles * m:
-        raise CheckFailure(f"{len(words)} result words, a {m}x{n} output has {tiles * m}")
-    lanes = result_lanes(words, cfg).reshape(tiles, m, c)
-    y = torch.from_numpy(lanes).permute(1, 0, 2).reshape(m, tiles * c)
-    return y[:, :n].contiguous()
+    want = abi.col_tiles(cfg, n) * m
+    if len(words) != want:
+        raise CheckFailure(f"{len(words)} result words, a {m}x{n} output has {want}")
+    return torch.from_numpy(np.ascontiguousarray(abi.results_from_words(words, m, n, cfg)[:, :n]))
 
 
 def result_mismatches(
@@ -99,14 +84,16 @@ def result_mismatches(
     (padding lanes must be 0); returns the differences and the number of lanes compared.
     Row indices are reported plus ``row_offset`` (the command's first row in its layer)."""
     m, n = expected.shape
-    want = images.result_words(expected, cfg)
+    want = abi.result_words(expected, cfg)
     total = len(want) * cfg.cols
     if len(words) != len(want):
         return [
             Mismatch("result word count", len(want), len(words),
                      f"{m}x{n} output, {cfg.cols} lanes a word")
         ], total
-    e, a = result_lanes(want, cfg), result_lanes(words, cfg)
+    lanes, bits = abi.result_lanes(cfg)
+    e = abi.unpack(want, lanes, bits, signed=True)
+    a = abi.unpack(words, lanes, bits, signed=True)
     out = []
     for w, lane in zip(*np.nonzero(e != a), strict=True):
         j, row = divmod(int(w), m)

@@ -5,89 +5,38 @@ there is the one the next rising edge will see, whatever the simulator's orderin
 callbacks around the rising edge. A driver writes at a falling edge; the rising edge
 after it samples the write.
 
-Words wider than 64 bits travel as Python integers; ``pack_words`` and ``unpack_words``
-turn columns of integers (numpy or torch) into such words and back without a Python loop
-per field.
+Words wider than 64 bits travel as Python integers, packed and unpacked by the interface
+(``sqaccel.abi``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
-# -- packing fields into wide words ------------------------------------------------------
-
-
-def _as_i64(col) -> np.ndarray:
-    if hasattr(col, "numpy"):  # torch tensor
-        col = col.detach().cpu().numpy()
-    return np.asarray(col, dtype=np.int64)
-
-
-def pack_words(fields: Sequence, widths: Sequence[int]) -> list[int]:
-    """One word per row from equally long columns; column 0 lands in the low bits.
-
-    A negative value is stored as two's complement in its field's width.
-    """
-    if len(fields) != len(widths):
-        raise ValueError(f"{len(fields)} columns for {len(widths)} widths")
-    cols = [_as_i64(f) for f in fields]
-    n = len(cols[0]) if cols else 0
-    total = sum(widths)
-    nbytes = max(1, -(-total // 8))
-    bits = np.zeros((n, nbytes * 8), dtype=np.uint8)
-    pos = 0
-    for col, w in zip(cols, widths, strict=True):
-        if len(col) != n:
-            raise ValueError("columns of different lengths")
-        u = col.astype(np.uint64) if w == 64 else (col & ((1 << w) - 1)).astype(np.uint64)
-        for b in range(w):
-            bits[:, pos + b] = (u >> np.uint64(b)) & np.uint64(1)
-        pos += w
-    rows = np.packbits(bits, axis=1, bitorder="little")
-    return [int.from_bytes(r.tobytes(), "little") for r in rows]
-
-
-def unpack_words(
-    words: Sequence[int], widths: Sequence[int], signed: Sequence[bool] | bool = False
-) -> list[np.ndarray]:
-    """The columns of ``pack_words``: one int64 array per field (each at most 63 bits, or 64
-    when signed)."""
-    if isinstance(signed, bool):
-        signed = [signed] * len(widths)
-    total = sum(widths)
-    nbytes = max(1, -(-total // 8))
-    raw = b"".join(int(w).to_bytes(nbytes, "little") for w in words)
-    bytes_ = np.frombuffer(raw, dtype=np.uint8).reshape(len(words), nbytes)
-    bits = np.unpackbits(bytes_, axis=1, bitorder="little").astype(np.int64)
-    out, pos = [], 0
-    for w, sgn in zip(widths, signed, strict=True):
-        weights = np.left_shift(np.int64(1), np.arange(w, dtype=np.int64))
-        if sgn:
-            weights[-1] = -weights[-1]  # the top bit weighs -2^(w-1)
-        out.append(bits[:, pos : pos + w] @ weights if len(words) else np.zeros(0, np.int64))
-        pos += w
-    return out
-
+from sqaccel import abi
 
 # -- the host interface as format.json describes it -----------------------------------------
 
 
 class HostFormat:
     """Packets, commands and result words from the generated ``format.json`` alone, as a
-    host driver outside this toolchain would build them."""
+    host driver outside this toolchain would build them: the field offsets and widths are
+    read from the file, not from the toolchain's own layouts."""
 
     def __init__(self, desc: dict):
         self.desc = desc
-        self.packet_fields = desc["packet"]["fields"]
+        self.packet_fields = self._fields(desc["packet"]["fields"])
         self.targets = desc["packet"]["targets"]
-        self.command_fields = desc["command"]["fields"]
+        self.command_fields = self._fields(desc["command"]["fields"])
         self.buffers = desc["buffers"]
         rf = desc["result"]["fields"]
         self.result_last_bit = rf["last"]["offset"]
         self.result_lanes = rf["data"]["lanes"]
         self.result_lane_bits = rf["data"]["lane_bits"]
+
+    @staticmethod
+    def _fields(desc: dict) -> dict[str, tuple[int, int]]:
+        return {name: (f["offset"], f["width"]) for name, f in desc.items()}
 
     @classmethod
     def load(cls, path) -> HostFormat:
@@ -96,39 +45,27 @@ class HostFormat:
         with open(path) as f:
             return cls(json.load(f))
 
-    @staticmethod
-    def _pack(fields: dict, values: dict, what: str) -> int:
-        word = 0
-        for name, v in values.items():
-            f = fields[name]
-            v = int(v)
-            if not 0 <= v < 1 << f["width"]:
-                raise ValueError(f"{what} field {name}: {v} does not fit {f['width']} bits")
-            word |= v << f["offset"]
-        return word
-
     def packet(self, target: str, addr: int, data: int) -> int:
-        return self._pack(self.packet_fields,
-                          {"target": self.targets[target], "addr": addr, "data": data}, "packet")
+        return abi.pack_record(self.packet_fields, {"target": self.targets[target],
+                                                    "addr": addr, "data": data}, "packet")
 
     def writes(self, buffer: str, words: Sequence[int], base: int = 0) -> list[int]:
         """Write packets that put ``words`` at ``base``, ``base + 1``, ... of ``buffer``."""
         b = self.buffers[buffer]
         if base + len(words) > b["depth"]:
-            raise ValueError(f"{buffer}: {base + len(words)} words exceed its depth {b['depth']}")
-        f = self.packet_fields
-        head = b["target"] << f["target"]["offset"]
+            raise abi.WordError(f"{buffer}: {base + len(words)} words exceed its depth "
+                                f"{b['depth']}")
         limit = 1 << b["word_bits"]
-        out = []
         for i, w in enumerate(words):
             if not 0 <= w < limit:
-                raise ValueError(f"{buffer} word {i}: {w:#x} is wider than {b['word_bits']} bits")
-            out.append(head | (base + i) << f["addr"]["offset"] | w << f["data"]["offset"])
-        return out
+                raise abi.WordError(f"{buffer} word {i}: {w:#x} is wider than "
+                                    f"{b['word_bits']} bits")
+        return [self.packet(buffer, base + i, w) for i, w in enumerate(words)]
 
     def command(self, **fields) -> int:
-        """The COMMAND packet of a command (fields as in format.json's ``command``)."""
-        return self.packet("COMMAND", 0, self._pack(self.command_fields, fields, "command"))
+        """The command packet of a command (fields as in format.json's ``command``)."""
+        word = abi.pack_record(self.command_fields, fields, "command")
+        return self.packet("command", 0, word)
 
 
 # -- clock, reset, lockstep driving -----------------------------------------------------

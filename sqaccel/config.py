@@ -7,6 +7,7 @@ them. ``docs/arithmetic.md`` is the prose form of what this module computes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -250,6 +251,15 @@ class AccelConfig:
     @property
     def requant_s_bits(self) -> int:
         return REQUANT_S_BITS
+
+    def with_changes(self, **changes) -> AccelConfig:
+        """A copy with ``changes`` (field -> value), validated like any config."""
+        if not changes:
+            return self
+        try:
+            return dataclasses.replace(self, **changes)
+        except TypeError as e:
+            raise ConfigError(f"config: {e}") from None
 
     # -- serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -8,16 +8,15 @@ every figure in it comes from that run. It is written to a temporary folder and 
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqaccel import files
 from sqaccel.errors import SqaccelError
+from sqaccel.tables import render_table
 
 HIST_BITS = 3  # the weight histograms show the W3 subsets, where SQ and uniform differ most
 
@@ -47,8 +46,6 @@ class Page:
 
 
 def md_table(headers: list[str], rows: list[list], text_cols: int = 1) -> str:
-    from sqaccel.sw.quantize_cmd import render_table
-
     return render_table(headers, [[str(c) for c in r] for r in rows], markdown=True,
                         text_cols=text_cols)
 
@@ -338,33 +335,14 @@ def to_html(markdown_blocks: list[str]) -> str:
 
 
 def write_report(run_dir: str | Path, out: str | Path) -> Path:
-    """Write index.md, index.html and the PNGs to ``out``, atomically."""
+    """Write index.md, index.html and the PNGs to ``out``; an earlier report stays until
+    the new one is complete."""
     run_dir, out = Path(run_dir), Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with files.staged_folder(out) as tmp:
         page = build_page(run_dir, tmp)
         (tmp / "index.md").write_text("\n\n".join(page.blocks) + "\n")
         (tmp / "index.html").write_text(to_html(page.blocks))
         (tmp / "report.json").write_text(json.dumps(
             {"written": datetime.now(UTC).isoformat(timespec="seconds"),
              "run_dir": str(run_dir), "images": page.images}, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", type=Path, default=Path("build/demo"),
-                   help="folder of the demo run to report on (default build/demo)")
-    p.add_argument("--out", type=Path, default=Path("build/report"))
-
-
-def run(args: argparse.Namespace) -> int:
-    out = write_report(args.run, args.out)
-    print(f"report: {out / 'index.html'} (and index.md)")
-    return 0

@@ -14,7 +14,7 @@ on the calibration inputs,
 minimising the block output's mean squared error (relative to the output's mean square)
 against the full-precision network, the block's input taken from the already calibrated,
 activation-quantised network. A block is one Conv2d/Linear with the ReLU fused into it
-(``actquant.sequential_plan``); the logits layer is a block without ReLU. After the
+(``sqaccel.sw.plan``); the logits layer is a block without ReLU. After the
 rounding is hard, the scales alone are refitted for a few steps. Each block's output
 activation scale is then chosen (``actquant.choose_quant``) on the calibrated block's
 output, so the activation scales are those of the network as it runs.
@@ -39,7 +39,8 @@ from torch import nn
 
 from sqaccel.config import AccelConfig
 from sqaccel.errors import SqaccelError
-from sqaccel.sw.actquant import ActQuant, ActScales, PlanStep, choose_quant, sequential_plan
+from sqaccel.sw.actquant import ActQuant, ActScales, choose_quant
+from sqaccel.sw.plan import PlanStep, sequential_plan
 from sqaccel.sw.qweight import QuantizedWeight
 from sqaccel.sw.train import deterministic
 
@@ -472,7 +473,7 @@ def calibrated_network(
     progress: bool = True,
 ):
     """(Calibration, IntNetwork): calibrate at ``cfg.act_bits`` and build the golden model."""
-    from sqaccel.sw.golden import build_int_network
+    from sqaccel.sw.lowering import build_int_network
 
     cal = reconstruct(model, qweights, x_calib, cfg.act_bits, settings, progress)
     net = build_int_network(model, cal.qweights, cal.scales, cfg, tuple(x_calib.shape[1:]))

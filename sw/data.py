@@ -81,6 +81,15 @@ def load_digits_split(
     return DigitsSplit(subset(train), subset(calib), subset(test), seed)
 
 
+def digits_eval_data(
+    calib_samples: int = 512, seed: int = 0
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """(calibration inputs, (test inputs, test labels)) of the digits data set."""
+    split = load_digits_split(seed)
+    x_cal = split.calib.tensors[0][:calib_samples]
+    return x_cal, (split.test.tensors[0], split.test.tensors[1])
+
+
 def make_loader(
     dataset: Dataset, batch_size: int = 256, shuffle: bool = False, seed: int = 0
 ) -> DataLoader:

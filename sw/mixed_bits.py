@@ -1,7 +1,7 @@
 """Mixed weight bits per layer: 2, 3 or 4 bits per layer under a weight-memory budget.
 
 The first and the last GEMM layer run at the array's weight width (``cfg.weight_bits``, the
-golden model's rule, ``golden.array_layer_bits``); every other GEMM layer is *free* and gets
+golden model's rule, ``lowering.array_layer_bits``); every other GEMM layer is *free* and gets
 one of ``choices``. The budget counts the free layers' weight memory, bits x weights:
 "the W3 budget" is ``3 x`` the number of weights of the free layers (their memory at a
 uniform 3 bits), so the mixed network never stores more weight bits than the W3 one.
@@ -24,14 +24,14 @@ from torch import nn
 
 from sqaccel.config import SUPPORTED_WEIGHT_BITS, AccelConfig
 from sqaccel.errors import SqaccelError
-from sqaccel.sw.actquant import sequential_plan
 from sqaccel.sw.calibrate import (
     CalibSettings,
     block_forward,
     reconstruct_block,
     search_layer,
 )
-from sqaccel.sw.golden import array_layer_bits, fake_quant_model_weights
+from sqaccel.sw.lowering import array_layer_bits, fake_quant_model_weights
+from sqaccel.sw.plan import sequential_plan
 from sqaccel.sw.train import deterministic
 
 

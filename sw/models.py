@@ -8,13 +8,13 @@ K <= 288. Weights files are safetensors; ``.pt`` / ``.pth`` state dicts are read
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from sqaccel import files
 from sqaccel.errors import SqaccelError
 
 QUANTIZABLE_TYPES = (nn.Conv2d, nn.Linear)
@@ -79,6 +79,45 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     raise SqaccelError(f"{path}: unknown weights format (use .safetensors, .pt or .pth)")
 
 
+def read_tensor(path: str | Path, tensor: str | None = None) -> np.ndarray:
+    """A float64 array from a .npy file or one tensor of a .safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SqaccelError(f"{path}: weights file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            a = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise SqaccelError(f"{path}: not a readable .npy array ({e})") from None
+        if tensor is not None:
+            raise SqaccelError(f"{path}: --tensor applies to .safetensors files only")
+    elif suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                names = list(f.keys())
+                if tensor is None:
+                    if len(names) != 1:
+                        raise SqaccelError(
+                            f"{path}: holds {len(names)} tensors; name one with --tensor "
+                            f"({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
+                        )
+                    tensor = names[0]
+                if tensor not in names:
+                    raise SqaccelError(f"{path}: no tensor named {tensor!r}")
+                a = f.get_tensor(tensor)
+        except (SafetensorError, OSError) as e:
+            raise SqaccelError(f"{path}: not a readable .safetensors file ({e})") from None
+    else:
+        raise SqaccelError(f"{path}: expected a .npy or .safetensors file")
+    from sqaccel.sw.sq_search import as_float64
+
+    return as_float64(a, what=str(path) + (f" [{tensor}]" if tensor else ""))
+
+
+
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.Module:
     """Load a weights file into ``model`` (in place); a key or shape mismatch is an error."""
     state = read_state_dict(path)
@@ -108,25 +147,6 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> nn.
     return model
 
 
-def _write_atomic(path: Path, write) -> Path:
-    # A temp file in the same folder, renamed over the target only once it is complete.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write a text file (JSON, Markdown) atomically."""
-    return _write_atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
-
-
 def save_weights(
     model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None
 ) -> Path:
@@ -134,4 +154,4 @@ def save_weights(
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    return _write_atomic(Path(path), lambda tmp: save_file(state, tmp, metadata=metadata))
+    return files.write_with(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))

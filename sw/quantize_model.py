@@ -21,9 +21,6 @@ from sqaccel.config import UniversalSet
 from sqaccel.errors import SqaccelError
 from sqaccel.sw.models import QUANTIZABLE_TYPES, quantizable_layers
 from sqaccel.sw.qweight import QuantizedWeight
-from sqaccel.sw.train import evaluate
-
-__all__ = ["EDGE_BITS", "QuantizedModel", "evaluate", "quantize_model"]
 
 EDGE_BITS = 8  # first / last layer precision when they are kept at high precision
 

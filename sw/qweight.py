@@ -18,6 +18,7 @@ from sqaccel.errors import SqaccelError
 
 # Methods whose integers the array can run, and the PE kind that runs them.
 PE_OF_METHOD = {"sq": "shift", "uniform": "mult"}
+METHOD_OF_PE = {pe: method for method, pe in PE_OF_METHOD.items()}
 
 
 @dataclass
@@ -71,7 +72,7 @@ class QuantizedWeight:
     def codes(self) -> torch.Tensor:
         """b-bit codes, the weight's shape: sign/index (SQ) or two's complement (uniform)."""
         if self.method == "uniform":
-            from sqaccel.sw.arith import encode_mult_weights
+            from sqaccel.arith import encode_mult_weights
 
             return encode_mult_weights(self.w_int, self.bits)
         if self.method != "sq" or self.subsets is None or self.universal is None:

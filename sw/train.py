@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sqaccel.errors import SqaccelError
+from sqaccel import files
 from sqaccel.sw.data import DigitsSplit, load_digits_split, make_loader
-from sqaccel.sw.models import digits_cnn, load_weights, save_weights, write_text_atomic
+from sqaccel.sw.metrics import accuracy
+from sqaccel.sw.models import digits_cnn, load_weights, save_weights
 
 
 @dataclass(frozen=True)
@@ -51,19 +52,6 @@ def deterministic(seed: int) -> Iterator[None]:
         torch.set_rng_state(rng)
 
 
-def evaluate(model: nn.Module, loader) -> float:
-    """Top-1 accuracy in percent."""
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += int((model(x).argmax(dim=1) == y).sum())
-            total += int(y.numel())
-    if total == 0:
-        raise SqaccelError("evaluation data set is empty")
-    return 100.0 * correct / total
-
-
 def train_digits(
     seed: int = 0, recipe: Recipe = DEFAULT_RECIPE, split: DigitsSplit | None = None
 ) -> tuple[nn.Sequential, float]:
@@ -85,7 +73,7 @@ def train_digits(
                 opt.step()
                 sched.step()
         model.eval()
-        acc = evaluate(model, make_loader(split.test))
+        acc = accuracy(model, make_loader(split.test))
     return model, acc
 
 
@@ -134,7 +122,7 @@ def load_or_train_digits(
         "sha256": _sha256(weights),
         "torch": torch.__version__,
     }
-    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
+    files.write_json(meta_path, meta, indent=2)
     if log:
         log(f"trained: test accuracy {acc:.2f} %, cached in {weights}")
     return model

@@ -13,8 +13,8 @@ from sqaccel.sw.actquant import (
     fake_quant_model,
     one_thread,
     quant_for_range,
-    sequential_plan,
 )
+from sqaccel.sw.plan import sequential_plan
 
 
 @pytest.fixture(autouse=True, scope="module")

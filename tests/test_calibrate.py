@@ -8,9 +8,10 @@ import hashlib
 import pytest
 import torch
 
+from sqaccel import arith
 from sqaccel.config import AccelConfig
 from sqaccel.errors import SqaccelError
-from sqaccel.sw import arith, images
+from sqaccel.sw import images
 from sqaccel.sw.actquant import one_thread
 from sqaccel.sw.calibrate import (
     CalibSettings,
@@ -20,7 +21,9 @@ from sqaccel.sw.calibrate import (
     search_weights,
     signed_levels,
 )
-from sqaccel.sw.golden import array_cfg, array_layer_bits, build_int_network, network_differences
+from sqaccel.sw.intnet import network_differences
+from sqaccel.sw.lowering import array_cfg, array_layer_bits, build_int_network
+from sqaccel.sw.metrics import accuracy
 
 # Few steps: enough to move every block, quick on a shared machine.
 FAST = CalibSettings(iters=120, scale_iters=30, seed=0)
@@ -175,14 +178,13 @@ def test_activation_scales_are_those_of_the_network_it_builds(model, data, sq2):
     """The fake-quantised model of the calibrated weights and scales agrees with the integer
     golden model on the test split (the same grids at every layer)."""
     from sqaccel.sw.actquant import fake_quant_model
-    from sqaccel.sw.golden import float_accuracy
 
     _, (xt, yt) = data
     _, _, cal = sq2
     net = build_int_network(model, cal.qweights, cal.scales, array_cfg(CFG, "sq", 8),
                             tuple(xt.shape[1:]))
     fq = fake_quant_model(model, cal.scales, cal.qweights)
-    assert abs(net.accuracy(xt, yt) - float_accuracy(fq, xt, yt)) < 0.5
+    assert abs(accuracy(net, (xt, yt)) - accuracy(fq, (xt, yt))) < 0.5
     assert set(cal.scales.outputs) == {"0", "2", "5", "9"}
 
 
@@ -213,7 +215,7 @@ def test_per_channel_subsets_round_trip_through_images(model, data, tmp_path):
         assert layer.bits == q.bits
     tables = loaded.network.layer("5").tables
     assert len({tuple(t) for t in tables.tolist()}) > 1  # channels really differ
-    assert loaded.network.accuracy(xt, yt) == net.accuracy(xt, yt)
+    assert accuracy(loaded.network, (xt, yt)) == accuracy(net, (xt, yt))
 
 
 # -- refusals --------------------------------------------------------------------------------
@@ -239,7 +241,7 @@ def test_bad_settings_and_inputs_are_refused(model, data):
 
 
 def test_table_lists_every_row_and_column():
-    from sqaccel.sw.accuracy_table import COLUMNS, ROWS, format_markdown
+    from sqaccel.experiments.calibration_table import COLUMNS, ROWS, format_markdown
 
     cols = [f"W{w}A{a}" for w, a in COLUMNS]
     assert cols == ["W4A8", "W3A8", "W2A8", "W4A4"]

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from sqaccel.arith import choose_requant, off_entry
 from sqaccel.config import AccelConfig, ConfigError, UniversalSet
-from sqaccel.sw.arith import choose_requant, off_entry
 
 
 def test_default_universal_set_is_the_papers():

@@ -10,8 +10,9 @@ import re
 import pytest
 import torch
 
+from sqaccel import abi
 from sqaccel.config import AccelConfig
-from sqaccel.sim import checker, cosim
+from sqaccel.sim import checker, gemm_level, network_level, pe_level
 from sqaccel.sim.runner import CosimFailure
 from sqaccel.sw import images
 
@@ -21,7 +22,7 @@ from sqaccel.sw import images
 def test_result_words_round_trip():
     cfg = AccelConfig(rows=2, cols=4)
     y = torch.randint(-(1 << 20), 1 << 20, (5, 7))
-    words = images.result_words(y, cfg)
+    words = abi.result_words(y, cfg)
     assert torch.equal(checker.results_to_matrix(words, 5, 7, cfg), y)
     assert checker.result_mismatches(y, words, cfg) == ([], len(words) * cfg.cols)
 
@@ -29,7 +30,7 @@ def test_result_words_round_trip():
 def test_a_wrong_lane_is_named_by_its_output_index():
     cfg = AccelConfig(rows=2, cols=4)
     y = torch.arange(5 * 7).reshape(5, 7) - 9
-    words = images.result_words(y, cfg)
+    words = abi.result_words(y, cfg)
     # word 5*1 + 3 is column tile 1, row 3; lane 2 is column 6.
     bad = list(words)
     bad[8] ^= 1 << (2 * cfg.acc_bits)
@@ -45,7 +46,7 @@ def test_a_wrong_lane_is_named_by_its_output_index():
 def test_padding_lanes_and_word_counts_are_checked():
     cfg = AccelConfig(rows=2, cols=4)
     y = torch.ones(3, 5, dtype=torch.int64)
-    words = images.result_words(y, cfg)
+    words = abi.result_words(y, cfg)
     bad = list(words)
     bad[4] |= 1 << (3 * cfg.acc_bits)  # column tile 1, lane 3 = column 7 >= N
     mism, _ = checker.result_mismatches(y, bad, cfg)
@@ -78,18 +79,18 @@ def test_tensor_and_trace_checks():
 
 @pytest.fixture(scope="module")
 def digits():
-    return cosim.digits_images()
+    return network_level.digits_images()
 
 
 def test_a_corrupted_expected_word_fails_naming_layer_index_and_values(digits):
-    x = cosim.reference_inputs(images.load(digits))[:1]
-    lr = cosim.layer_run(digits, "2", x)
+    x = images.reference_inputs(images.load(digits))[:1]
+    (lr,) = network_level.layer_runs(digits, ["2"], x)
     m_idx, n_idx = 37, 21
     true = int(lr.expected[m_idx, n_idx])
     wrong = lr.expected.clone()
     wrong[m_idx, n_idx] = true + 1 if true < lr.cfg.act_max else true - 1
     with pytest.raises(CosimFailure) as info:
-        cosim.run_layer_runs([dataclasses.replace(lr, expected=wrong)], seed=1)
+        network_level.run_layer_runs([dataclasses.replace(lr, expected=wrong)], seed=1)
     msg = str(info.value)
     print(msg)
     assert "layer '2'" in msg and "1 of" in msg
@@ -101,7 +102,7 @@ def test_a_wrong_step_table_given_to_the_model_fails(digits):
     """The RTL gets the true tables, the model one changed entry: the outputs that use that
     entry differ, and the report names them."""
     cfg = images.load(digits).network.cfg
-    cases = cosim.random_gemm_cases(cfg, 3, seed=5)
+    cases = gemm_level.random_gemm_cases(cfg, 3, seed=5)
     name, g = cases[0]
     assert g.tables is not None
     model_g = dataclasses.replace(g, tables=g.tables.clone())
@@ -111,15 +112,14 @@ def test_a_wrong_step_table_given_to_the_model_fails(digits):
     old = int(g.tables[col, index])
     model_g.tables[col, index] = next(u.step_entry(i) for i in range(u.size)
                                       if u.step_entry(i) != old)
-    expected = [cosim.gemm_expected(cfg, model_g)] + [cosim.gemm_expected(cfg, h)
-                                                      for _, h in cases[1:]]
-    assert not torch.equal(expected[0], cosim.gemm_expected(cfg, g))
+    expected = [model_g.output(cfg)] + [h.output(cfg) for _, h in cases[1:]]
+    assert not torch.equal(expected[0], g.output(cfg))
     with pytest.raises(CosimFailure) as info:
-        cosim.run_gemms(cfg, cases, seed=1, expected=expected)
+        gemm_level.run_gemms(cfg, cases, seed=1, expected=expected)
     msg = str(info.value)
     print(msg)
     assert "1 of 3 commands differ" in msg and name in msg
-    truth = cosim.gemm_expected(cfg, g)
+    truth = g.output(cfg)
     bad = torch.nonzero(expected[0] != truth)
     r, c = (int(v) for v in bad[0])
     assert f"output [m={r}, n={c}]" in msg
@@ -127,10 +127,10 @@ def test_a_wrong_step_table_given_to_the_model_fails(digits):
 
 
 def test_a_wrong_weight_decoding_in_the_pe_model_fails():
-    cfg = cosim.PE_BENCH_CONFIGS[4]
+    cfg = pe_level.PE_BENCH_CONFIGS[4]
     with pytest.raises(CosimFailure) as info:
-        cosim.run_pe(2000, seed=3, model_offset={"pe": 4, "operand": 3, "delta": 1})
+        pe_level.run_pe(2000, seed=3, model_offset={"pe": 4, "operand": 3, "delta": 1})
     msg = str(info.value)
     print(msg)
-    assert f"PE 4 ({cosim.pe_label(cfg)})" in msg
+    assert f"PE 4 ({pe_level.pe_label(cfg)})" in msg
     assert re.search(r"output \[cycle \d+\]: expected -?\d+, got -?\d+", msg)

@@ -15,7 +15,7 @@ import torch
 from sqaccel import cli
 from sqaccel.errors import SqaccelError
 from sqaccel.hw import timing
-from sqaccel.sim import cosim, cosim_cmd
+from sqaccel.sim import builds, network_level
 from sqaccel.sw import images
 
 LAYER = "11"  # the smallest GEMM layer of the digits CNN
@@ -23,7 +23,7 @@ LAYER = "11"  # the smallest GEMM layer of the digits CNN
 
 @pytest.fixture(scope="module")
 def digits():
-    return cosim.digits_images()
+    return network_level.digits_images()
 
 
 def _cosim(capsys, *argv: str) -> tuple[int, str, str]:
@@ -36,7 +36,7 @@ def _cosim(capsys, *argv: str) -> tuple[int, str, str]:
 def test_one_layer_is_bit_exact(digits, tmp_path, capsys):
     loaded = images.load(digits)
     cfg, layer = loaded.network.cfg, loaded.network.layer(LAYER)
-    m = cosim.reference_inputs(loaded).shape[0]
+    m = images.reference_inputs(loaded).shape[0]
     rc, out, err = _cosim(capsys, str(digits), "--layer", LAYER, "--seed", "7",
                           "--log-dir", str(tmp_path / "logs"))
     assert rc == 0 and err == ""
@@ -45,7 +45,7 @@ def test_one_layer_is_bit_exact(digits, tmp_path, capsys):
     assert (f"layer '{LAYER}': GEMM M={m} K={layer.k} N={layer.n}, 1 command, "
             f"{timing.cycles(cfg, m, layer.n, layer.k)} cycles, {words} result words "
             "compared: bit-exact") in out
-    assert (tmp_path / "logs" / f"{cosim.TOPLEVEL}.sim.log").is_file()
+    assert (tmp_path / "logs" / f"{builds.TOPLEVEL}.sim.log").is_file()
 
 
 def test_a_wrong_golden_output_exits_1_naming_layer_index_and_values(
@@ -53,7 +53,7 @@ def test_a_wrong_golden_output_exits_1_naming_layer_index_and_values(
     """The model's output for the layer gets one value changed; the RTL's stays right."""
     m_idx, n_idx = 5, 3
     seen = {}
-    real = cosim.layer_runs
+    real = network_level.layer_runs
 
     def wrong_model(images, layers=None, x_int=None):
         [lr] = real(images, layers, x_int)
@@ -63,7 +63,7 @@ def test_a_wrong_golden_output_exits_1_naming_layer_index_and_values(
         seen.update(true=true, wrong=int(want[m_idx, n_idx]))
         return [dataclasses.replace(lr, expected=want)]
 
-    monkeypatch.setattr(cosim, "layer_runs", wrong_model)
+    monkeypatch.setattr(network_level, "layer_runs", wrong_model)
     rc, out, err = _cosim(capsys, str(digits), "--layer", LAYER, "--seed", "3",
                           "--log-dir", str(tmp_path / "logs"))
     assert rc == 1 and "bit-exact" not in out
@@ -75,7 +75,7 @@ def test_a_wrong_golden_output_exits_1_naming_layer_index_and_values(
 
 
 def test_network_on_digits_test_images(digits, tmp_path, capsys):
-    x, labels = cosim.digits_test_inputs(digits, 2)
+    x, labels, _ = network_level.test_inputs(digits, 2)
     golden = images.load(digits).network.predict(x).tolist()
     rc, out, err = _cosim(capsys, str(digits), "--network", "2", "--log-dir",
                           str(tmp_path / "logs"))
@@ -95,11 +95,11 @@ def test_network_inputs_without_a_dataset_are_the_reference_inputs(digits, tmp_p
     manifest["info"] = {"model": "user_model"}
     (d / images.MANIFEST).write_text(json.dumps(manifest))
     loaded = images.load(d)
-    ref = cosim.reference_inputs(loaded)
-    x, labels, what = cosim_cmd.network_inputs(loaded, 3)
+    ref = images.reference_inputs(loaded)
+    x, labels, what = network_level.test_inputs(loaded, 3)
     assert torch.equal(x, ref[:3]) and labels is None and "reference inputs" in what
     with pytest.raises(SqaccelError, match=f"stores {ref.shape[0]} reference inputs"):
-        cosim_cmd.network_inputs(loaded, ref.shape[0] + 1)
+        network_level.test_inputs(loaded, ref.shape[0] + 1)
 
 
 @pytest.mark.parametrize("case", ["missing", "layer"])

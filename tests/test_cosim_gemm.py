@@ -14,8 +14,9 @@ import time
 import pytest
 
 from sqaccel.config import AccelConfig
-from sqaccel.sim import cosim
-from sqaccel.sim.cosim import GEMM_CONFIGS, full_run, random_gemm_cases, seed_from_env
+from sqaccel.sim import gemm_level
+from sqaccel.sim.builds import full_run, seed_from_env
+from sqaccel.sim.gemm_level import GEMM_CONFIGS, random_gemm_cases
 
 FULL_GEMMS = 1000
 CONFIGS = GEMM_CONFIGS if full_run() else GEMM_CONFIGS[:1]
@@ -33,7 +34,7 @@ def _run(cfg: AccelConfig, count: int, ready_prob: float) -> None:
           f"{count} GEMMs")
     cases = random_gemm_cases(cfg, count, seed)
     t = time.perf_counter()
-    result = cosim.run_gemms(cfg, cases, seed, ready_prob=ready_prob)
+    result = gemm_level.run_gemms(cfg, cases, seed, ready_prob=ready_prob)
     print(f"  {count} GEMMs equal to the golden arithmetic in {time.perf_counter() - t:.1f} s")
     assert [c.name for c in result.cases] == ["run_gemms"] and not result.failed
 
@@ -57,14 +58,14 @@ def test_gemm_cases_cover_shapes_flavours_and_fit_the_buffers():
         assert flavour in names
     ks = {g.shape[2] for _, g in cases}
     assert {1, cfg.k_max} <= ks
-    batches = cosim.gemm_batches(cfg, cases)
-    assert sum(len(b["commands"]) for b in batches) == 200 and len(batches) > 1
+    batches = gemm_level.gemm_batches(cfg, cases)
+    assert sum(len(b.commands) for b in batches) == 200 and len(batches) > 1
     for b in batches:
-        for name, words in b["load"].items():
+        for name, words in b.load.items():
             assert len(words) <= {"act": cfg.act_depth, "weights": cfg.weight_depth}.get(
                 name, len(words))
     # The extreme flavour reaches the accumulator's limits on raw GEMMs.
-    raw = [cosim.gemm_expected(cfg, g) for n, g in cases if "extreme" in n and "raw" in n]
+    raw = [g.output(cfg) for n, g in cases if "extreme" in n and "raw" in n]
     top = cfg.bias_max + cfg.k_max * cfg.act_max * cfg.max_weight_int
     assert max(int(y.abs().max()) for y in raw) <= top
     assert any(int(y.abs().max()) > cfg.bias_max for y in raw)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sqaccel.sim import cosim
-from sqaccel.sim.cosim import full_run, seed_from_env
+from sqaccel import abi
+from sqaccel.sim import network_level
+from sqaccel.sim.builds import full_run, seed_from_env
 from sqaccel.sw import images
 
 LAYER_INPUTS = 16 if full_run() else 2  # reference inputs stored at export (16)
@@ -23,7 +24,7 @@ NETWORK_IMAGES = 100 if full_run() else 4
 
 @pytest.fixture(scope="module")
 def digits():
-    return cosim.digits_images()
+    return network_level.digits_images()
 
 
 def _layer_names(d) -> list[str]:
@@ -32,12 +33,12 @@ def _layer_names(d) -> list[str]:
 
 def test_every_layer_from_its_images(digits):
     seed = seed_from_env()
-    x = cosim.reference_inputs(images.load(digits))[:LAYER_INPUTS]
+    x = images.reference_inputs(images.load(digits))[:LAYER_INPUTS]
     names = _layer_names(digits)
     print(f"layer cosim: seed {seed} (repeat with SQACCEL_SEED={seed}), layers {names}, "
           f"{x.shape[0]} inputs")
-    runs = cosim.layer_runs(digits, names, x)
-    result = cosim.run_layer_runs(runs, seed)
+    runs = network_level.layer_runs(digits, names, x)
+    result = network_level.run_layer_runs(runs, seed)
     assert [c.name for c in result.cases] == ["run_gemms"] and not result.failed
     for lr in runs:
         m, n = lr.expected.shape
@@ -47,10 +48,10 @@ def test_every_layer_from_its_images(digits):
 
 def test_network_on_test_images(digits):
     seed = seed_from_env()
-    x, labels = cosim.digits_test_inputs(digits, NETWORK_IMAGES)
+    x, labels, _ = network_level.test_inputs(digits, NETWORK_IMAGES)
     print(f"network cosim: seed {seed} (repeat with SQACCEL_SEED={seed}), "
           f"{x.shape[0]} digits test images")
-    run = cosim.run_network(digits, x, seed)
+    run = network_level.run_network(digits, x, seed)
     assert not run.result.failed
     preds = torch.tensor(run.predictions)
     golden = images.load(digits).network.predict(x)
@@ -66,7 +67,7 @@ def test_network_on_test_images(digits):
 def test_row_chunks_fit_the_activation_buffer(digits):
     cfg = images.load(digits).network.cfg
     for m, k in [(1, 9), (3200, 144), (800, 288), (7, cfg.act_depth)]:
-        chunks = cosim.row_chunks(cfg, m, k)
+        chunks = abi.row_chunks(cfg, m, k)
         assert chunks[0][0] == 0 and chunks[-1][1] == m
         assert all(a == b for (_, a), (b, _) in zip(chunks, chunks[1:], strict=False))
         assert all(-(-(r1 - r0) // cfg.rows) * k <= cfg.act_depth for r0, r1 in chunks)

@@ -10,9 +10,10 @@ from torch import nn
 
 from sqaccel.errors import SqaccelError
 from sqaccel.sw.data import ImageFolderDataset, image_folder_loader, load_digits_split
+from sqaccel.sw.metrics import accuracy as evaluate
 from sqaccel.sw.models import digits_cnn, load_weights, quantizable_layers, save_weights
 from sqaccel.sw.resnet import load_resnet, resnet
-from sqaccel.sw.train import Recipe, cache_paths, evaluate, load_or_train_digits, train_digits
+from sqaccel.sw.train import Recipe, cache_paths, load_or_train_digits, train_digits
 
 
 def write_image_folder(root, classes=2, per_class=4, size=32, seed=0):

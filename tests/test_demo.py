@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sqaccel import cli, demo_hw, report
+from sqaccel import cli, imagecodec, report
+from sqaccel.demo import hardware as demo_hw
 from sqaccel.sw import images
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -159,7 +160,7 @@ def test_interrupted_export_is_not_taken_for_finished(demo_run, tmp_path, monkey
     def interrupt(manifest):  # every data file written, the manifest not yet
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(images, "manifest_bytes", interrupt)
+    monkeypatch.setattr(imagecodec, "manifest_bytes", interrupt)
     assert cli.main(argv + ["--until", "export"]) == 130
     assert "interrupted in step export" in capsys.readouterr().out
     assert sorted(p.name for p in run_dir.iterdir() if "images" in p.name) == []

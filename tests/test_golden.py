@@ -10,17 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sqaccel import arith
 from sqaccel.config import AccelConfig, UniversalSet
 from sqaccel.errors import SqaccelError
-from sqaccel.sw import arith
-from sqaccel.sw.actquant import ActQuant, ActScales, PlanStep, one_thread
-from sqaccel.sw.golden import (
-    IntStep,
-    build_gemm_layer,
-    build_int_network,
-    format_accuracy_table,
-    integer_accuracy_table,
-)
+from sqaccel.experiments.golden_check import format_accuracy_table, integer_accuracy_table
+from sqaccel.sw.actquant import ActQuant, ActScales, one_thread
+from sqaccel.sw.intnet import IntStep
+from sqaccel.sw.lowering import build_gemm_layer, build_int_network
+from sqaccel.sw.plan import PlanStep
 from sqaccel.sw.qweight import QuantizedWeight
 
 U = UniversalSet()
@@ -323,7 +320,8 @@ def digits_model():
 
 @pytest.fixture(scope="module")
 def digits_pipeline(digits_model):
-    from sqaccel.sw.golden import array_cfg, build_pipeline, digits_eval_data
+    from sqaccel.sw.data import digits_eval_data
+    from sqaccel.sw.lowering import array_cfg, build_pipeline
 
     x_cal = digits_eval_data()[0]
     return build_pipeline(digits_model, "sq", 3, x_cal, array_cfg(AccelConfig(), "sq"))
@@ -369,7 +367,7 @@ def test_run_records_every_step_and_operands_match(digits_pipeline):
 
 
 def digits_pipeline_inputs():
-    from sqaccel.sw.golden import digits_eval_data
+    from sqaccel.sw.data import digits_eval_data
 
     return digits_eval_data()[1][0][:20]
 

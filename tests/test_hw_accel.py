@@ -8,10 +8,10 @@ import random
 from amaranth.sim import Simulator
 
 from sqaccel.config import AccelConfig
-from sqaccel.hw import hostmodel as hm
 from sqaccel.hw import timing
 from sqaccel.hw.accel import Accelerator
 from sqaccel.hw.array import result_layout
+from sqaccel.sim import hostmodel as hm
 
 
 def test_load_by_packets_then_run():

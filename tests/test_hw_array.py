@@ -11,10 +11,10 @@ import random
 
 import pytest
 
+from sqaccel import abi
 from sqaccel.config import AccelConfig
-from sqaccel.hw import hostmodel as hm
 from sqaccel.hw import timing
-from sqaccel.hw.controller import buffer_depths
+from sqaccel.sim import hostmodel as hm
 
 
 def shapes(cfg: AccelConfig, rng: random.Random, count: int) -> list[tuple[int, int, int]]:
@@ -87,4 +87,4 @@ def test_refused_and_empty_commands():
     assert [r.error for r in runs] == [1, 1, 1, 0, 0]
     assert [len(r.words) for r in runs[:4]] == [0, 0, 0, 0]
     assert runs[4].words == good.expected(cfg)
-    assert buffer_depths(cfg)["bias"] == 4
+    assert abi.buffers(cfg)["bias"].depth == 4

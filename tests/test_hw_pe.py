@@ -8,9 +8,9 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
+from sqaccel import arith
 from sqaccel.config import AccelConfig, ConfigError, UniversalSet
 from sqaccel.hw.pe import LATENCY, MultPE, ShiftAddPE, make_pe
-from sqaccel.sw import arith
 
 # One slot = (x, weight operand as an integer, en, first, bias).
 Slot = tuple[int, int, int, int, int]

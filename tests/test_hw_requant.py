@@ -8,9 +8,9 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
+from sqaccel import arith
 from sqaccel.config import REQUANT_S_MAX, REQUANT_S_MIN, AccelConfig
 from sqaccel.hw.requant import Requantiser
-from sqaccel.sw import arith
 
 Case = tuple[int, int, int, bool]  # acc, M, S, relu
 

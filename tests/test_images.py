@@ -9,18 +9,14 @@ import shutil
 import pytest
 import torch
 
-from sqaccel import cli
+from sqaccel import abi, arith, cli, imagecodec
 from sqaccel.config import AccelConfig, UniversalSet
 from sqaccel.errors import SqaccelError
-from sqaccel.sw import arith, images
+from sqaccel.sw import images
 from sqaccel.sw.actquant import one_thread
-from sqaccel.sw.golden import (
-    array_cfg,
-    build_int_network,
-    build_pipeline,
-    digits_eval_data,
-    network_differences,
-)
+from sqaccel.sw.data import digits_eval_data
+from sqaccel.sw.intnet import network_differences
+from sqaccel.sw.lowering import array_cfg, build_int_network, build_pipeline
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -38,32 +34,32 @@ def test_word_layouts_follow_section_7():
     w, a, acc = cfg.weight_bits, cfg.act_bits, cfg.acc_bits
     codes = torch.tensor([[1, 2, 3], [4, 5, 6], [7, 8, 9]])  # [K=3, N=3]
     # column tile j outer, k inner; lane c = column j*C + c; column 3 padded with code 0
-    assert images.weight_words(codes, cfg) == [
+    assert abi.weight_words(codes, cfg) == [
         1 | 2 << w, 4 | 5 << w, 7 | 8 << w, 3, 6, 9,
     ]
     x = torch.tensor([[1, 2], [3, 4], [5, 6]])  # [M=3, K=2]
-    assert images.activation_words(x, cfg) == [1 | 3 << a, 2 | 4 << a, 5, 6]
+    assert abi.activation_words(x, cfg) == [1 | 3 << a, 2 | 4 << a, 5, 6]
     bias = torch.tensor([-1, 5, -7])
     mask = (1 << acc) - 1
-    assert images.bias_words(bias, cfg) == [(-1 & mask) | 5 << acc, -7 & mask]
+    assert abi.bias_words(bias, cfg) == [(-1 & mask) | 5 << acc, -7 & mask]
     m, s = torch.tensor([40000, 50000, 60000]), torch.tensor([3, 20, 63])
     rq = 16 + 6
-    assert images.requant_words(m, s, cfg) == [
+    assert abi.requant_words(m, s, cfg) == [
         (3 << 16 | 40000) | (20 << 16 | 50000) << rq,
         (63 << 16 | 60000) | (1 << 16 | 1 << 15) << rq,
     ]
     off = arith.off_entry(cfg.universal)
     tables = torch.tensor([[1, 2], [3, 4], [5, 6]])  # [N=3, L=2]
     e = cfg.universal.step_entry_bits
-    assert images.step_words(tables, cfg) == [1 | 3 << e, 2 | 4 << e, 5 | off << e, 6 | off << e]
+    assert abi.step_words(tables, cfg) == [1 | 3 << e, 2 | 4 << e, 5 | off << e, 6 | off << e]
     per_layer = dataclasses.replace(cfg, step_tables="layer")
-    assert images.step_words(torch.tensor([[1, 2]] * 3), per_layer) == [1, 2]
+    assert abi.step_words(torch.tensor([[1, 2]] * 3), per_layer) == [1, 2]
     y = torch.tensor([[1, -2, 3], [4, 5, 6], [7, 8, 9]])  # results [M=3, N=3]
-    assert images.result_words(y, cfg) == [
+    assert abi.result_words(y, cfg) == [
         1 | (-2 & mask) << acc, 4 | 5 << acc, 7 | 8 << acc, 3, 6, 9,
     ]
-    assert images.to_hex([0xAB, 1], 12) == b"0ab\n001\n"
-    assert images.to_bin([0x1234, 1], 12) == b"\x34\x12\x01\x00"
+    assert imagecodec.to_hex([0xAB, 1], 12) == b"0ab\n001\n"
+    assert imagecodec.to_bin([0x1234, 1], 12) == b"\x34\x12\x01\x00"
 
 
 # -- the digits network's images -------------------------------------------------------------
@@ -169,17 +165,17 @@ def test_gemm_words_of_a_layer_match_its_images_and_outputs(exported, test_input
     for kind in ("weights", "steps", "bias", "requant"):
         fname = f"L02_5.{kind}.hex"
         width = json.loads((d / "manifest.json").read_text())["files"][fname]["word_bits"]
-        assert images.to_hex(words[kind], width) == (d / fname).read_bytes()
+        assert imagecodec.to_hex(words[kind], width) == (d / fname).read_bytes()
     # results: column tile j outer, rows inner; lanes back to the recorded conv output
     m, n, c = ops.x.shape[0], ops.out.shape[1], cfg.cols
     got = torch.zeros(m, n, dtype=torch.int64)
     for idx, w in enumerate(words["results"]):
         j, row = divmod(idx, m)
-        lanes = images.unpack_lanes(w, c, cfg.acc_bits, signed=True)
+        lanes = abi.unpack([w], c, cfg.acc_bits, signed=True)[0].tolist()
         got[row, j * c : (j + 1) * c] = torch.tensor(lanes[: min(c, n - j * c)])
     b, _, oh, ow = run.outputs["5"].shape
     assert torch.equal(got.reshape(b, oh, ow, n).permute(0, 3, 1, 2), run.outputs["5"])
-    assert len(words["activations"]) == -(-m // cfg.rows) * ops.x.shape[1]
+    assert len(words["act"]) == -(-m // cfg.rows) * ops.x.shape[1]
 
 
 def test_images_from_the_same_seed_are_byte_identical(model, exported, test_inputs, tmp_path):
@@ -310,7 +306,7 @@ def test_a_failed_export_leaves_nothing(exported, tmp_path, monkeypatch):
             raise OSError("disk full")
         return b"\0" * len(words)
 
-    monkeypatch.setattr(images, "to_bin", failing)
+    monkeypatch.setattr(imagecodec, "to_bin", failing)
     with pytest.raises(OSError, match="disk full"):
         images.export(p.network, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
@@ -346,8 +342,12 @@ def test_cli_export_and_verify_images(tmp_path, capsys):
     assert "40 digits test predictions equal to export" in capsys.readouterr().out
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(AccelConfig(pe="mult", act_bits=8).to_json())
-    assert cli.main(["verify-images", str(out), "--config", str(cfg_file)]) == 2
+    # Images for another config fail the check (exit 1); a folder that is not there is bad
+    # input (exit 2).
+    assert cli.main(["verify-images", str(out), "--config", str(cfg_file)]) == 1
     assert "built for config" in capsys.readouterr().err
+    assert cli.main(["verify-images", str(tmp_path / "absent")]) == 2
+    assert "images folder not found" in capsys.readouterr().err
     assert cli.main(["export", "--out", str(tmp_path / "x"), "--config", str(cfg_file),
                      "--method", "sq"]) == 2
     assert "runs uniform weights, not sq" in capsys.readouterr().err

@@ -12,7 +12,8 @@ from sqaccel.errors import SqaccelError
 from sqaccel.sw import images
 from sqaccel.sw.actquant import one_thread
 from sqaccel.sw.calibrate import CalibSettings, reconstruct, search_weights
-from sqaccel.sw.golden import build_int_network, network_differences
+from sqaccel.sw.intnet import network_differences
+from sqaccel.sw.lowering import build_int_network
 from sqaccel.sw.mixed_bits import allocate, budget_for, free_layers, layer_sensitivity, mixed_bits
 
 CFG = AccelConfig()

@@ -12,8 +12,9 @@ from torch import nn
 from sqaccel.cli import main
 from sqaccel.errors import SqaccelError
 from sqaccel.sw.data import image_folder_loader, load_digits_split, make_loader
+from sqaccel.sw.metrics import accuracy as evaluate
 from sqaccel.sw.models import quantizable_layers, save_weights
-from sqaccel.sw.quantize_model import EDGE_BITS, evaluate, quantize_model
+from sqaccel.sw.quantize_model import EDGE_BITS, quantize_model
 from sqaccel.sw.quantizers import (
     METHODS,
     apot_magnitudes,
@@ -184,9 +185,9 @@ def test_cli_errors_return_2(tmp_path, capsys):
 
 
 def test_demo_steps_write_the_accuracy_table(digits, cache_dir, tmp_path, monkeypatch, capsys):
-    import sqaccel.demo
+    import sqaccel.demo.software
 
-    monkeypatch.setattr(sqaccel.demo, "DEMO_BITS", (2,))  # one width keeps the test short
+    monkeypatch.setattr(sqaccel.demo.software, "DEMO_BITS", (2,))  # one width keeps the test short
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--cache-dir", str(cache_dir), "--no-progress",
                  "--until", "accuracy"]) == 0

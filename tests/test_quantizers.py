@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from sqaccel.arith import decode_mult_weights, decode_shift_weights
 from sqaccel.config import UniversalSet
 from sqaccel.errors import SqaccelError
-from sqaccel.sw.arith import decode_mult_weights, decode_shift_weights
 from sqaccel.sw.quantizers import (
     CLIP_RATIOS,
     METHODS,

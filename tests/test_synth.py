@@ -19,11 +19,11 @@ from sqaccel.errors import SqaccelError
 from sqaccel.hw.accel import Accelerator
 from sqaccel.hw.array import PEArray
 from sqaccel.hw.board import ULX3S, BoardTop, IoShell
-from sqaccel.hw.hostmodel import load_packets, place, random_gemm
+from sqaccel.hw.designs import synth_design
 from sqaccel.hw.pe import make_pe
 from sqaccel.hw.synth import SynthOptions, clock_name, module_cells, synthesize
-from sqaccel.hw.synth_cmd import synth_design
 from sqaccel.hw.uart import baud_divisor
+from sqaccel.sim.hostmodel import load_packets, place, random_gemm
 
 BAUD = 115_200
 SIM_BOARD = dataclasses.replace(ULX3S, clk_hz=8 * BAUD)  # 8 clocks per bit

@@ -10,14 +10,16 @@ import re
 import pytest
 import torch
 
+from sqaccel import abi, imagecodec
 from sqaccel.cli import main as cli_main
 from sqaccel.config import AccelConfig, ConfigError, UniversalSet
-from sqaccel.hw import hostmodel as hm
+from sqaccel.errors import SqaccelError
 from sqaccel.hw import verilog as gen
-from sqaccel.hw.accel import Target, packet_layout
+from sqaccel.hw.accel import packet_layout
 from sqaccel.hw.array import result_layout
-from sqaccel.hw.controller import buffer_depths, command_layout
+from sqaccel.hw.controller import command_layout
 from sqaccel.hw.preload import read_images
+from sqaccel.sim import hostmodel as hm
 from sqaccel.sw import images
 
 
@@ -70,14 +72,15 @@ def test_format_json_describes_the_ports(tmp_path):
         assert fmt["packet"]["fields"][name] == {"offset": f.offset, "width": f.width}
     for name, f in command_layout(cfg):
         assert fmt["command"]["fields"][name]["offset"] == f.offset
-    assert fmt["packet"]["targets"] == {t.name: t.value for t in Target}
+    assert fmt["packet"]["targets"] == abi.TARGETS
     assert fmt["result"]["width"] == result_layout(cfg).size
-    assert {k: v["depth"] for k, v in fmt["buffers"].items()} == buffer_depths(cfg)
-    # A packet built from format.json alone equals the one the host model builds.
+    assert {k: v["depth"] for k, v in fmt["buffers"].items()} == {
+        k: b.depth for k, b in abi.buffers(cfg).items()}
+    # A packet built from format.json alone equals the one the interface builds.
     pf = fmt["packet"]["fields"]
-    word = (fmt["packet"]["targets"]["BIAS"] << pf["target"]["offset"]) | (
+    word = (fmt["packet"]["targets"]["bias"] << pf["target"]["offset"]) | (
         3 << pf["addr"]["offset"]) | 0x1234
-    assert word == hm.packet(cfg, Target.BIAS, 3, 0x1234)
+    assert word == abi.packet(cfg, "bias", 3, 0x1234)
 
 
 def test_cli_writes_and_refuses(tmp_path, capsys):
@@ -104,70 +107,10 @@ def test_cli_writes_and_refuses(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "c.json", "ok"]
 
 
-def write_plain_images(d, words: dict[str, list[int]], cfg: AccelConfig) -> None:
-    d.mkdir(parents=True, exist_ok=True)
-    from sqaccel.hw.controller import buffer_word_bits
-
-    widths = buffer_word_bits(cfg)
-    for name, fname in {"weights": "weights.hex", "steps": "steps.hex", "bias": "bias.hex",
-                        "requant": "requant.hex"}.items():
-        if name in words:
-            (d / fname).write_bytes(images.to_hex(words[name], widths[name]))
-
-
-def test_plain_images_preload_the_buffers(tmp_path):
-    cfg = AccelConfig(rows=2, cols=2, k_max=32, act_depth=64, weight_depth=64, n_max=8)
-    g = hm.random_gemm(cfg, 3, 5, 7, random.Random(21))
-    words = g.buffers(cfg)
-    write_plain_images(tmp_path / "img", words, cfg)
-    pre = read_images(cfg, tmp_path / "img")
-    assert pre.words == {k: v for k, v in words.items() if k != "act"}
-    assert [(la.k, la.n) for la in pre.layers] == [(7, 6)]
-    out = gen.generate(cfg, tmp_path / "v", images=tmp_path / "img")
-    assert json.loads((out / gen.FORMAT_FILE).read_text())["preload"]["words"]["weights"] == 21
-    # The image-initialised accelerator needs only the activations and the command.
-    acts = hm.load_packets(cfg, {"act": words["act"]})
-    (run,) = hm.simulate(cfg, [hm.command_packet(cfg, m=3, n=5, k=7)], init=pre.words,
-                         preload_packets=acts)
-    assert run.words == g.expected(cfg)
-    rc, messages = gen.lint(out / gen.VERILOG_FILE)
-    assert rc == 0 and findings(messages) == []
-
-
-def test_bad_images_refused_before_writing(tmp_path):
-    cfg = AccelConfig(rows=2, cols=2, k_max=8, act_depth=64, weight_depth=64, n_max=8)
-    words = hm.random_gemm(cfg, 2, 4, 8, random.Random(22)).buffers(cfg)
-    # K = 16 > K_max = 8: twice the weight words for the same bias words.
-    cfg16 = AccelConfig(rows=2, cols=2, k_max=16, n_max=8)
-    long_k = hm.random_gemm(cfg16, 2, 4, 16, random.Random(23)).buffers(cfg16)
-    refused = {
-        "k": ({"weights": long_k["weights"], "bias": words["bias"]}, "K = 16.*K_max = 8"),
-        "wide": ({"bias": [1 << (2 * cfg.acc_bits)]}, "wider"),
-        "too-many": ({"bias": [0] * (buffer_depths(cfg)["bias"] + 1)}, "holds"),
-    }
-    for name, (content, needle) in refused.items():
-        d = tmp_path / f"img-{name}"
-        write_plain_images(d, content, cfg)
-        with pytest.raises(ConfigError, match=needle):
-            gen.generate(cfg, tmp_path / f"v-{name}", images=d)
-        assert not (tmp_path / f"v-{name}").exists()
-    # A step entry outside the shift sets: with exponent sets of 2 and 3, term 0's 2-bit
-    # selector 3 is past "off" (2).
-    cfg2 = AccelConfig(rows=2, cols=2, k_max=8, n_max=8, act_depth=64, weight_depth=64,
-                       universal=UniversalSet(((0, 2), (0, 1, 3))))
-    w2 = hm.random_gemm(cfg2, 2, 4, 8, random.Random(24)).buffers(cfg2)
-    w2["steps"][1] = (w2["steps"][1] & ~0b11) | 0b11
-    write_plain_images(tmp_path / "img-step", w2, cfg2)
-    with pytest.raises(ConfigError, match="outside its shift set"):
-        gen.generate(cfg2, tmp_path / "v-step", images=tmp_path / "img-step")
-    assert not (tmp_path / "v-step").exists()
-    assert not list(tmp_path.glob(".v-*"))
-
-
 def exported_network(cfg: AccelConfig, tmp_path, gemms):
     """An images folder written by sw.images.export for a chain of Linear layers."""
     from sqaccel.sw.actquant import ActQuant
-    from sqaccel.sw.golden import IntLayer, IntNetwork
+    from sqaccel.sw.intnet import IntLayer, IntNetwork
 
     layers = []
     for n, g in enumerate(gemms):
@@ -207,3 +150,41 @@ def test_exported_images_preload_every_layer(tmp_path):
     with pytest.raises(ConfigError, match="pe"):
         read_images(AccelConfig(rows=2, cols=2, pe="mult", k_max=16, n_max=16), folder)
     assert not (tmp_path / "v").exists()
+
+
+def forge(folder, fname: str, words: list[int], width: int) -> None:
+    """Rewrite an image file and its twin and enter their new hashes in the manifest: a
+    folder every file check passes, holding words the hardware must still refuse."""
+    man = json.loads((folder / images.MANIFEST).read_text())
+    stem = fname.rsplit(".", 1)[0]
+    for fmt in ("hex", "bin"):
+        data = imagecodec.encode(words, width, fmt)
+        (folder / f"{stem}.{fmt}").write_bytes(data)
+        man["files"][f"{stem}.{fmt}"]["sha256"] = imagecodec.sha256(data)
+    (folder / images.MANIFEST).write_text(json.dumps(man))
+
+
+def test_images_refused_before_writing(tmp_path):
+    cfg = AccelConfig(rows=2, cols=2, k_max=16, act_depth=64, weight_depth=64, n_max=16,
+                      universal=UniversalSet(((0, 2), (0, 1, 3))))
+    rng = random.Random(26)
+    folder = exported_network(cfg, tmp_path, [hm.random_gemm(cfg, 3, 5, 9, rng)])
+    # More weight words than a smaller build's weight buffer holds.
+    small = cfg.with_changes(weight_depth=8)
+    with pytest.raises(ConfigError, match="weights words, the buffer holds 8"):
+        gen.generate(small, tmp_path / "v-small", images=folder)
+    # A step entry outside the shift sets: with exponent sets of 2 and 3, term 0's 2-bit
+    # selector 3 is past "off" (2); the files are consistent, the word is not.
+    man = json.loads((folder / images.MANIFEST).read_text())
+    fname = next(f for f, e in man["files"].items() if e["image"] == "steps"
+                 and e["format"] == "hex")
+    entry = man["files"][fname]
+    words = imagecodec.read_file(folder, fname, entry)
+    words[1] = (words[1] & ~0b11) | 0b11
+    forge(folder, fname, words, entry["word_bits"])
+    with pytest.raises(SqaccelError, match="outside its shift set"):
+        gen.generate(cfg, tmp_path / "v-step", images=folder)
+    with pytest.raises(SqaccelError, match="outside its shift set"):
+        images.verify(folder)
+    assert not (tmp_path / "v-small").exists() and not (tmp_path / "v-step").exists()
+    assert not list(tmp_path.glob(".v-*"))

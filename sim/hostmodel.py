@@ -1,9 +1,9 @@
-"""The host's side of the accelerator, in Python: packets, commands, and GEMM problems with
-the buffer words they load and the result words the golden model says must come back.
+"""The host's side of the accelerator in Python, for the Amaranth simulation: GEMM problems
+with the buffer words they load and the result words the golden arithmetic says must come
+back, their placement in the buffers, and a driver of the Amaranth model.
 
-Used by the Amaranth simulation tests, the array benchmark and any testbench that drives
-the generated Verilog; every word layout comes from the layouts in ``sqaccel.hw`` and the
-buffer packing of ``sqaccel.sw.images``, every expected value from ``sqaccel.sw.arith``.
+Used by the Amaranth simulation tests and the array benchmark. Every word layout comes from
+the interface (``sqaccel.abi``), every expected value from ``sqaccel.arith``.
 """
 
 from __future__ import annotations
@@ -12,47 +12,13 @@ import random
 from dataclasses import dataclass
 
 import torch
-from amaranth.lib import data
 
+from sqaccel import abi, arith
+from sqaccel.abi import command_packet, write_packets
 from sqaccel.config import AccelConfig
-from sqaccel.hw.accel import Target, packet_layout
-from sqaccel.hw.controller import buffer_depths, command_layout
-from sqaccel.sw import arith, images
 
-
-def pack(layout: data.StructLayout, values: dict[str, int]) -> int:
-    """An integer with each field of ``layout`` at its offset (missing fields are 0)."""
-    word = 0
-    for name, field in layout:
-        v = int(values.get(name, 0))
-        if isinstance(field.shape, type) and issubclass(field.shape, Target):
-            v = int(Target(v).value)
-        if not 0 <= v < 1 << field.width:
-            raise ValueError(f"field {name}: {v} does not fit {field.width} bits")
-        word |= v << field.offset
-    return word
-
-
-def unpack(layout: data.StructLayout, word: int) -> dict[str, int]:
-    return {name: (word >> f.offset) & ((1 << f.width) - 1) for name, f in layout}
-
-
-def packet(cfg: AccelConfig, target: Target, addr: int, word: int) -> int:
-    return pack(packet_layout(cfg), {"target": target.value, "addr": addr, "data": word})
-
-
-def command_packet(cfg: AccelConfig, **fields) -> int:
-    """The host packet of a command (``command_word``'s fields)."""
-    return packet(cfg, Target.COMMAND, 0, command_word(cfg, **fields))
-
-
-def command_word(cfg: AccelConfig, *, m: int, n: int, k: int, act_base: int = 0,
-                 w_base: int = 0, step_base: int = 0, param_base: int = 0,
-                 relu: bool = True) -> int:
-    return pack(command_layout(cfg), {
-        "m": m, "n": n, "k": k, "act_base": act_base, "w_base": w_base,
-        "step_base": step_base, "param_base": param_base, "relu": int(relu),
-    })
+__all__ = ["CommandRun", "Gemm", "Placed", "command_packet", "load_packets", "place",
+           "random_gemm", "simulate", "write_packets"]
 
 
 @dataclass
@@ -77,22 +43,19 @@ class Gemm:
                                               cfg.universal)
         return arith.decode_mult_weights(self.codes, cfg.weight_bits)
 
+    def output(self, cfg: AccelConfig) -> torch.Tensor:
+        """Y [M, N] by the golden arithmetic: requantised, or the accumulators (raw)."""
+        acc = arith.gemm(self.x, self.weights(cfg), self.bias, cfg)
+        return arith.requant(acc, self.m, self.s, cfg.act_bits, relu=self.relu)
+
     def expected(self, cfg: AccelConfig) -> list[int]:
         """The result words the golden model gives, in the order the array emits them."""
-        acc = arith.gemm(self.x, self.weights(cfg), self.bias, cfg)
-        y = arith.requant(acc, self.m, self.s, cfg.act_bits, relu=self.relu)
-        return images.result_words(y, cfg)
+        return abi.result_words(self.output(cfg), cfg)
 
     def buffers(self, cfg: AccelConfig) -> dict[str, list[int]]:
-        out = {
-            "act": images.activation_words(self.x, cfg),
-            "weights": images.weight_words(self.codes, cfg),
-            "bias": images.bias_words(self.bias, cfg),
-            "requant": images.requant_words(self.m, self.s, cfg),
-        }
-        if cfg.pe == "shift":
-            out["steps"] = images.step_words(self.tables, cfg)
-        return out
+        tables = self.tables if cfg.pe == "shift" else None
+        return {"act": abi.activation_words(self.x, cfg),
+                **abi.layer_words(self.codes, tables, self.bias, self.m, self.s, cfg)}
 
 
 def random_gemm(cfg: AccelConfig, m: int, n: int, k: int, rng: random.Random,
@@ -131,42 +94,36 @@ class Placed:
     step_base: int
     param_base: int
 
+    def bases(self) -> dict[str, int]:
+        return {"act_base": self.act_base, "w_base": self.w_base,
+                "step_base": self.step_base, "param_base": self.param_base}
+
     def command_packet(self, cfg: AccelConfig) -> int:
         m, n, k = self.gemm.shape
-        return command_packet(cfg, m=m, n=n, k=k, act_base=self.act_base, w_base=self.w_base,
-                            step_base=self.step_base, param_base=self.param_base,
-                            relu=self.gemm.relu)
+        return command_packet(cfg, m=m, n=n, k=k, relu=self.gemm.relu, **self.bases())
 
 
 def place(cfg: AccelConfig, gemms: list[Gemm]) -> tuple[list[Placed], dict[str, list[int]]]:
     """Lay several GEMMs out one after the other in every buffer; the buffers' words."""
-    depths = buffer_depths(cfg)
-    contents: dict[str, list[int]] = {name: [] for name in depths}
+    bufs = abi.buffers(cfg)
+    contents: dict[str, list[int]] = {name: [] for name in bufs}
     placed = []
     for g in gemms:
         words = g.buffers(cfg)
-        bases = {name: len(contents[name]) for name in depths}
+        bases = {name: len(contents[name]) for name in bufs}
         for name, ws in words.items():
             contents[name].extend(ws)
         placed.append(Placed(g, bases["act"], bases["weights"], bases.get("steps", 0),
                              bases["bias"]))
     for name, ws in contents.items():
-        if len(ws) > depths[name]:
-            raise ValueError(f"{name}: {len(ws)} words do not fit {depths[name]}")
+        if len(ws) > bufs[name].depth:
+            raise abi.WordError(f"{name}: {len(ws)} words do not fit {bufs[name].depth}")
     return placed, contents
 
 
 def load_packets(cfg: AccelConfig, contents: dict[str, list[int]]) -> list[int]:
     """Host packets that write ``contents`` into the buffers."""
-    target_of = {"act": Target.ACT, "weights": Target.WEIGHTS, "steps": Target.STEPS,
-                 "bias": Target.BIAS, "requant": Target.REQUANT}
-    return [packet(cfg, target_of[name], addr, w)
-            for name, ws in contents.items() for addr, w in enumerate(ws)]
-
-
-def useful_pe_cycles(cfg: AccelConfig, m: int, n: int, k: int) -> int:
-    """PE-cycles that add a product of a real row and column (padding excluded)."""
-    return m * n * k
+    return write_packets(cfg, contents)
 
 
 

@@ -2,7 +2,7 @@
 the host interface) and compare every result word with the golden model.
 
 ``--layer`` runs GEMM layers alone on the reference inputs stored at export; ``--network``
-runs the whole network, the steps between GEMMs in the golden model's integer code.
+runs the whole network, the steps between GEMMs in the contract's integer code.
 Exit status: 0 bit-exact; 1 the cosimulation failed (its report on stderr names the layer,
 the output index, the expected and the actual value); 2 bad input.
 """
@@ -38,19 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: build/cosim/logs)")
 
 
-def layer_summary(lr) -> dict:
-    """What a layer run (``cosim.LayerRun``) makes the RTL do, in the keys of
-    ``NetworkRun.layers``. Its cycles are those of its commands, which the testbench
-    checks against the RTL's, one command at a time."""
-    from sqaccel.sw import images
-
-    cmds = [c for b in lr.batches() for c in b["commands"]]
-    m, n = lr.expected.shape
-    return {"M": m, "K": lr.x.shape[1], "N": n, "commands": len(cmds),
-            "cycles": sum(c["cycles"] for c in cmds),
-            "result_words": len(images.result_words(lr.expected, lr.cfg))}
-
-
 def layer_line(name: str, s: dict) -> str:
     plural = "" if s["commands"] == 1 else "s"
     return (f"layer {name!r}: GEMM M={s['M']} K={s['K']} N={s['N']}, {s['commands']} "
@@ -58,54 +45,25 @@ def layer_line(name: str, s: dict) -> str:
             "compared: bit-exact")
 
 
-def network_inputs(loaded, count: int):
-    """The inputs of ``--network N``: (integer inputs, labels or None, what they are)."""
-    from sqaccel.sim import cosim
-
-    info = loaded.manifest.get("info") or {}
-    if info.get("dataset") == "digits":
-        x, labels = cosim.digits_test_inputs(loaded.directory, count,
-                                             seed=int(info.get("seed", 0)))
-        return x, labels, f"the first {count} digits test images"
-    ref = cosim.reference_inputs(loaded)
-    if not 1 <= count <= ref.shape[0]:
-        raise SqaccelError(f"{loaded.directory}: --network {count}: the images were not "
-                           f"exported from the digits dataset and the manifest stores "
-                           f"{ref.shape[0]} reference inputs")
-    return ref[:count], None, f"the first {count} reference inputs stored at export (no labels)"
-
-
-def chosen_layers(loaded, wanted: list[str] | None) -> list[str]:
-    """The GEMM layers of ``--layer`` (default: all), checked against the network's."""
-    from sqaccel.sim import cosim
-
-    names = [la.name for la in loaded.network.gemm_layers()]
-    unknown = [n for n in wanted or [] if n not in names]
-    if unknown:
-        raise SqaccelError(f"{loaded.directory}: no GEMM layer {unknown[0]!r}; the GEMM "
-                           f"layers are {names}")
-    cosim.reference_inputs(loaded)  # raises when export stored none
-    return list(dict.fromkeys(wanted or names))
-
-
 def run_layers(loaded, names: list[str], seed: int, waves: bool) -> None:
-    from sqaccel.sim import cosim
+    from sqaccel.sim import network_level as nl
+    from sqaccel.sw.images import reference_inputs
 
-    count = cosim.reference_inputs(loaded).shape[0]
+    count = reference_inputs(loaded).shape[0]
     print(f"{len(names)} GEMM layer{'' if len(names) == 1 else 's'} on the {count} "
           "reference inputs stored at export", flush=True)
-    runs = cosim.layer_runs(loaded, names)
-    cosim.run_layer_runs(runs, seed, waves)
+    runs = nl.layer_runs(loaded, names)
+    nl.run_layer_runs(runs, seed, waves)
     for lr in runs:
-        print(layer_line(lr.name, layer_summary(lr)))
+        print(layer_line(lr.name, lr.summary()))
 
 
 def run_network(loaded, inputs, seed: int, waves: bool) -> None:
-    from sqaccel.sim import cosim
+    from sqaccel.sim import network_level as nl
 
     x, labels, what = inputs
     print(f"whole network on {what}", flush=True)
-    run = cosim.run_network(loaded.directory, x, seed, waves)
+    run = nl.run_network(loaded, x, seed, waves)
     for name, s in run.layers.items():
         print(layer_line(name, s))
     print("every step's output equal to the golden model's")
@@ -119,7 +77,8 @@ def run_network(loaded, inputs, seed: int, waves: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sqaccel.sim import cosim
+    from sqaccel.sim import network_level as nl
+    from sqaccel.sim.builds import build_root, seed_from_env
     from sqaccel.sim.runner import CosimFailure, logs_to, waves_requested
     from sqaccel.sw import images
 
@@ -129,16 +88,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = loaded.network.cfg
     # Every input is checked before the simulator starts.
     if args.network is not None:
-        inputs = network_inputs(loaded, args.network)
+        inputs = nl.test_inputs(loaded, args.network)
     else:
-        names = chosen_layers(loaded, args.layer)
+        names = nl.chosen_layers(loaded, args.layer)
     waves = args.waves or waves_requested()
-    seed = cosim.seed_from_env() if args.seed is None else args.seed
+    seed = seed_from_env() if args.seed is None else args.seed
     info = loaded.manifest.get("info") or {}
     model = " ".join(str(info[k]) for k in ("model", "method") if k in info)
     print(f"images {loaded.directory} ({model + ', ' if model else ''}config {cfg.name()}); "
           f"seed {seed} (repeat with --seed {seed})")
-    log_dir = Path(args.log_dir) if args.log_dir else cosim.build_root() / "logs"
+    log_dir = Path(args.log_dir) if args.log_dir else build_root() / "logs"
     try:
         with logs_to(log_dir) as logs:
             print(f"Verilator and simulator output: {logs}", flush=True)

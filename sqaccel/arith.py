@@ -2,15 +2,20 @@
 
 Everything that the RTL must reproduce bit for bit is computed here, on int64 torch
 tensors: weight-code decoding, the GEMM with bias, requantisation and the choice of the
-requantisation multiplier. The golden model, the hardware unit tests and the cosimulation
-checkers call these functions; none of them re-types a formula.
+requantisation multiplier (sections 2-5), and the steps that run on the host between GEMMs:
+im2col, pooling, flattening, the standalone ReLU (section 6). A step is described by the
+same dictionary the manifest carries (``op`` and its parameters); ``host_step`` and
+``lower`` run one from that description. The golden model, the hardware unit tests and the
+cosimulation testbenches call these functions; none of them re-types a formula.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 
 from sqaccel.config import (
     REQUANT_M_BITS,
@@ -169,3 +174,92 @@ def choose_requant(scale: float) -> tuple[int, int]:
             f"{REQUANT_S_MIN}..{REQUANT_S_MAX}"
         )
     return m, s
+
+
+# -- GEMM lowering and the host steps (section 6) ------------------------------------------
+
+HOST_OPS = ("relu", "maxpool", "avgpool", "flatten")
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def im2col(
+    x: torch.Tensor,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    pad_value: int,
+) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """X [M, K] of a convolution: m = (batch, out_y, out_x), k = (in_channel, ky, kx),
+    the input padded with ``pad_value`` (the integer zero point). float64 is exact here."""
+    b, _, h, w = x.shape
+    xf = x.to(torch.float64)
+    if padding != (0, 0):
+        xf = F.pad(xf, (padding[1], padding[1], padding[0], padding[0]), value=float(pad_value))
+    oh = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    if oh < 1 or ow < 1:
+        raise OperandError(f"convolution input {h}x{w} is smaller than its kernel")
+    cols = F.unfold(xf, kernel, dilation=dilation, stride=stride)  # [B, K, OH*OW]
+    xm = cols.transpose(1, 2).reshape(b * oh * ow, -1).to(torch.int64)
+    return xm, (b, oh, ow)
+
+
+def lower(layer: Mapping, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """The GEMM operand X [M, K] of a GEMM step's input (``layer``: the manifest's record:
+    kind, in_channels, kernel, stride, padding, dilation, in_zero_point), and the output's
+    leading shape for ``gemm_output``."""
+    x = as_i64(x)
+    name, cin = layer.get("name"), int(layer["in_channels"])
+    kernel = _pair(layer["kernel"])
+    k = cin * kernel[0] * kernel[1]
+    if layer["kind"] == "linear":
+        if x.dim() != 2 or x.shape[1] != k:
+            raise OperandError(
+                f"layer {name!r}: Linear expects input [batch, {k}], got {tuple(x.shape)}")
+        return x, (x.shape[0],)
+    if x.dim() != 4 or x.shape[1] != cin:
+        raise OperandError(f"layer {name!r}: Conv2d expects input [batch, {cin}, H, W], got "
+                           f"{tuple(x.shape)}")
+    return im2col(x, kernel, _pair(layer["stride"]), _pair(layer["padding"]),
+                  _pair(layer["dilation"]), int(layer["in_zero_point"]))
+
+
+def gemm_output(layer: Mapping, y: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
+    """A GEMM step's output tensor from its result Y [M, N] (``lead`` from ``lower``)."""
+    if layer["kind"] == "conv":
+        b, oh, ow = lead
+        return y.reshape(b, oh, ow, y.shape[1]).permute(0, 3, 1, 2).contiguous()
+    return y
+
+
+def host_step(step: Mapping, x: torch.Tensor) -> torch.Tensor:
+    """One step between GEMMs, from its manifest record: ``relu`` (clamp at the zero point),
+    ``maxpool`` (the integer maximum: quantisation is monotone), ``avgpool`` (kernel None:
+    global; ``(sum + n // 2) // n``, half-up), ``flatten`` (PyTorch's (C, H, W) order)."""
+    op, name = step.get("op"), step.get("name")
+    x = as_i64(x)
+    if op == "flatten":
+        return x.reshape(x.shape[0], -1)
+    if op == "relu":
+        return x.clamp_min(int(step.get("zero_point", 0)))
+    if op not in ("maxpool", "avgpool"):
+        raise OperandError(f"step {name!r}: unknown operation {op!r} (host steps: "
+                           f"{', '.join(HOST_OPS)})")
+    if x.dim() != 4:
+        raise OperandError(f"step {name!r}: pooling expects [batch, C, H, W]")
+    xf = x.to(torch.float64)
+    padding = _pair(step.get("padding") or 0)
+    if op == "maxpool":
+        y = F.max_pool2d(xf, _pair(step["kernel"]), _pair(step["stride"]), padding,
+                         _pair(step.get("dilation") or 1), ceil_mode=bool(step.get("ceil_mode")))
+        return y.to(torch.int64)
+    kernel = _pair(step["kernel"]) if step.get("kernel") is not None else (x.shape[2],
+                                                                           x.shape[3])
+    stride = _pair(step["stride"]) if step.get("stride") is not None else kernel
+    n = int(step["divisor"]) if step.get("divisor") is not None else kernel[0] * kernel[1]
+    sums = F.avg_pool2d(xf, kernel, stride, padding, divisor_override=1)
+    return (sums.to(torch.int64) + n // 2) // n  # half-up

@@ -7,16 +7,12 @@ network`` on the weights and activation scales), calibrated on the calibration s
 the first and last GEMM layers run at the array's 4 bits (the golden model's rule). The
 mixed row's budget is the column's W times the weights of the other layers ("the W3
 budget" in the W3 column); a second table shows the allocation at other budgets. Everything
-is seeded: the same seed gives the same table.
-
-``python -m sqaccel.sw.accuracy_table`` prints the Markdown and writes
-``build/demo/calibration.json``.
+is seeded: the same seed gives the same table. ``sqaccel demo`` runs it (its step
+``table``) and writes ``calibration.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -30,12 +26,13 @@ from sqaccel.config import AccelConfig
 from sqaccel.errors import SqaccelError
 from sqaccel.sw.actquant import one_thread
 from sqaccel.sw.calibrate import CalibSettings, calibrated_network, search_weights
-from sqaccel.sw.golden import array_cfg, array_layer_bits, float_accuracy
+from sqaccel.sw.intnet import IntLayer
+from sqaccel.sw.lowering import array_cfg, array_layer_bits
+from sqaccel.sw.metrics import accuracy, logit_error, top1
 from sqaccel.sw.mixed_bits import layer_sensitivity, mixed_bits
 
 COLUMNS: tuple[tuple[int, int], ...] = ((4, 8), (3, 8), (2, 8), (4, 4))  # (W, A)
 EXTRA_BUDGETS: tuple[float, ...] = (2.5, 3.0, 3.5)  # mixed-bits table, at A8
-DEFAULT_JSON = Path("build/demo/calibration.json")
 
 
 @dataclass(frozen=True)
@@ -61,16 +58,12 @@ def evaluate_network(net, x: torch.Tensor, labels: torch.Tensor,
     """(top-1 %, logit error) of the integer network on float inputs ``x``: the logit error
     is the mean squared error of its real logits (accumulator x input scale x weight scale)
     against the full-precision ``reference`` logits, relative to their mean square."""
-    from sqaccel.sw.golden import IntLayer
-
     last = net.steps[-1]
     if not isinstance(last, IntLayer) or last.relu:
         raise SqaccelError("logit error: the network does not end in a raw logits layer")
     acc = net.run(net.quantize_input(x), record=False).logits
-    top1 = 100.0 * float((net.classify(acc) == labels).double().mean())
     real = acc.to(torch.float64) * last.in_scale * last.weight_scale
-    ref = reference.to(torch.float64)
-    return top1, float(((real - ref) ** 2).mean() / (ref**2).mean())
+    return top1(net.classify(acc), labels), logit_error(real, reference)
 
 
 def _stderr(msg: str) -> None:
@@ -108,7 +101,7 @@ class _Runner:
             "act_bits": act_bits,
             "layer_bits": dict(layer_bits),
             "accuracy": acc,
-            "calibration_accuracy": net.accuracy(self.x_cal, self.y_cal),
+            "calibration_accuracy": accuracy(net, (self.x_cal, self.y_cal)),
             "logit_error": err,
             "search_seconds": t_search,
             "calibration_seconds": cal.seconds,
@@ -157,7 +150,7 @@ def _accuracy_table(model, seed, cfg, settings, progress, cache_dir, extra_budge
     x_cal, y_cal = split.calib.tensors
     x_test, y_test = split.test.tensors
     runner = _Runner(model, (x_cal, y_cal, x_test, y_test), cfg, settings, progress, log)
-    fp = float_accuracy(model, x_test, y_test)
+    fp = accuracy(model, (x_test, y_test))
     if log:
         log(f"full precision: {fp:.2f} % on {len(y_test)} test images; calibration on "
             f"{len(y_cal)} calibration images")
@@ -270,32 +263,3 @@ def format_markdown(result: dict) -> str:
         f"{result['seconds']:.0f} s.",
     ]
     return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    from sqaccel.sw.models import write_text_atomic
-
-    p = argparse.ArgumentParser(prog="python -m sqaccel.sw.accuracy_table",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=DEFAULT_JSON, help="JSON result file")
-    p.add_argument("--cache-dir", type=Path, default=Path("build/models"))
-    p.add_argument("--iters", type=int, default=CalibSettings.iters,
-                   help="reconstruction steps per block")
-    p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        result = accuracy_table(seed=args.seed,
-                                settings=CalibSettings(iters=args.iters, seed=args.seed),
-                                progress=not args.no_progress, cache_dir=args.cache_dir)
-    except SqaccelError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_markdown(result))
-    write_text_atomic(args.out, json.dumps(result, indent=1, sort_keys=True) + "\n")
-    _stderr(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

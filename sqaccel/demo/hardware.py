@@ -6,13 +6,12 @@ for the report; simulator and tool output goes to log files beside them, named o
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
-from sqaccel.demo import DemoRun, digest, file_digest
+from sqaccel.demo.state import DemoRun, digest, file_digest
 from sqaccel.errors import SqaccelError
 
 PE_CYCLES = 100_000  # random cycles on every PE of the PE bench (make sim: 10^6)
@@ -22,7 +21,7 @@ GEMMS = 24  # random GEMMs on the demo's array (make sim: over 1,000 across conf
 def step_verilog(run: DemoRun) -> None:
     from sqaccel.hw.verilog import VERILOG_FILE, generate, lint
 
-    cfg = run.state["cfg"]
+    cfg = run.cfg
     out = generate(cfg, run.out / "verilog")
     rc, msg = lint(out / VERILOG_FILE)
     if rc != 0:
@@ -31,14 +30,14 @@ def step_verilog(run: DemoRun) -> None:
     run.say(f"{out / VERILOG_FILE}: {lines} lines, {cfg.rows}x{cfg.cols} {cfg.pe} PEs, "
             f"A{cfg.act_bits} W{cfg.weight_bits}, {cfg.acc_bits}-bit accumulators, K_max "
             f"{cfg.k_max}; config.json and format.json beside it; lint clean")
-    run.state["verilog_digest"] = file_digest(out / VERILOG_FILE)
+    run.state.verilog_digest = file_digest(out / VERILOG_FILE)
 
 
 # -- cosimulation ----------------------------------------------------------------------------
 
 
 def cosim_key(run: DemoRun) -> str:
-    return digest(["cosim", run.state["verilog_digest"], run.state["manifest_digest"],
+    return digest(["cosim", run.state.verilog_digest, run.state.manifest_digest,
                    run.cosim_images, run.seed, PE_CYCLES, GEMMS])
 
 
@@ -59,12 +58,12 @@ def _level(name: str, fn, log) -> dict:
 
 
 def step_cosim(run: DemoRun) -> None:
-    from sqaccel.sim import cosim
+    from sqaccel.sim import gemm_level, network_level, pe_level
     from sqaccel.sim.runner import logs_to
     from sqaccel.sw import images
 
-    cfg = run.state["cfg"]
-    images_dir = run.state["images_dir"]
+    cfg = run.cfg
+    images_dir = run.state.need("images_dir")
     seed = run.seed + 1
     logs = run.out / "logs"
     loaded = images.load(images_dir)
@@ -74,33 +73,33 @@ def step_cosim(run: DemoRun) -> None:
     summary: dict = {}
 
     def pe() -> dict:
-        cfgs = cosim.PE_BENCH_CONFIGS
-        cosim.run_pe(PE_CYCLES, seed)
+        cfgs = pe_level.PE_BENCH_CONFIGS
+        pe_level.run_pe(PE_CYCLES, seed)
         return {"status": "pass", "count": PE_CYCLES * len(cfgs), "unit": "PE-cycles",
                 "detail": f"{len(cfgs)} PEs of both kinds, corner cases then {PE_CYCLES} "
                           "random cycles, every accumulator every cycle"}
 
     def gemm() -> dict:
-        cases = cosim.random_gemm_cases(cfg, GEMMS, seed)
-        cosim.run_gemms(cfg, cases, seed)
+        cases = gemm_level.random_gemm_cases(cfg, GEMMS, seed)
+        gemm_level.run_gemms(cfg, cases, seed)
         values = sum(g.shape[0] * g.shape[1] for _, g in cases)  # M x N of each
         return {"status": "pass", "count": GEMMS, "unit": "GEMMs",
                 "detail": f"random shapes, requant and extremes on {cfg.name()}; "
                           f"{values} output values"}
 
     def layer() -> dict:
-        runs = cosim.layer_runs(loaded)
-        cosim.run_layer_runs(runs, seed)
+        runs = network_level.layer_runs(loaded)
+        network_level.run_layer_runs(runs, seed)
         values = sum(r.expected.numel() for r in runs)
-        inputs = cosim.reference_inputs(loaded).shape[0]
+        inputs = images.reference_inputs(loaded).shape[0]
         return {"status": "pass", "count": len(runs), "unit": "layers",
                 "detail": f"loaded from the images through the host interface, on the "
                           f"{inputs} reference inputs; {values} output values"}
 
     def network() -> dict:
-        x, labels = cosim.digits_test_inputs(images_dir, run.cosim_images, run.seed)
+        x, labels, _ = network_level.test_inputs(loaded, run.cosim_images)
         t0 = time.perf_counter()
-        nr = cosim.run_network(images_dir, x, seed)
+        nr = network_level.run_network(loaded, x, seed)
         call_s = time.perf_counter() - t0
         correct = int((torch.tensor(nr.predictions) == labels).sum())
         n = len(nr.predictions)
@@ -130,7 +129,7 @@ def step_cosim(run: DemoRun) -> None:
 def synth_runs(cfg) -> list[tuple[str, str, object, bool]]:
     """(label, design, config, DSP blocks) of each synthesis run: the PE kinds side by side
     at the same widths, then the default array's board top."""
-    mult = dataclasses.replace(cfg, pe="mult")
+    mult = cfg.with_changes(pe="mult")
     return [
         ("PE shift-add", "pe", cfg, False),
         ("PE multiplier (LUTs)", "pe", mult, False),
@@ -140,18 +139,16 @@ def synth_runs(cfg) -> list[tuple[str, str, object, bool]]:
 
 
 def synth_key(run: DemoRun) -> str:
-    cfg = run.state["cfg"]
-    return digest(["synth", run.state["verilog_digest"],
-                   [(lab, d, c.to_dict(), dsp) for lab, d, c, dsp in synth_runs(cfg)]])
+    return digest(["synth", run.state.verilog_digest,
+                   [(lab, d, c.to_dict(), dsp) for lab, d, c, dsp in synth_runs(run.cfg)]])
 
 
 def step_synth(run: DemoRun) -> None:
-    from sqaccel.hw.synth_cmd import synth_design
+    from sqaccel.hw.designs import synth_design
 
-    cfg = run.state["cfg"]
     root = run.out / "synth"
     entries = []
-    runs = synth_runs(cfg)
+    runs = synth_runs(run.cfg)
     for i, (label, design, c, dsp) in enumerate(runs, 1):
         run.say(f"({i}/{len(runs)}) {label}: Yosys, nextpnr-ecp5 ...")
         t0 = time.perf_counter()

@@ -11,11 +11,8 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from sqaccel.config import SUPPORTED_WEIGHT_BITS, AccelConfig
 from sqaccel.errors import SqaccelError
-from sqaccel.sw.sq_search import SearchResult, as_float64, search_channels, search_tensor
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,47 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="config JSON whose universal set to use")
 
 
-def load_weights(path: Path, tensor: str | None = None) -> np.ndarray:
-    """A float64 array from a .npy file or one tensor of a .safetensors file."""
-    if not path.is_file():
-        raise SqaccelError(f"{path}: weights file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        try:
-            a = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise SqaccelError(f"{path}: not a readable .npy array ({e})") from None
-        if tensor is not None:
-            raise SqaccelError(f"{path}: --tensor applies to .safetensors files only")
-    elif suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                names = list(f.keys())
-                if tensor is None:
-                    if len(names) != 1:
-                        raise SqaccelError(
-                            f"{path}: holds {len(names)} tensors; name one with --tensor "
-                            f"({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
-                        )
-                    tensor = names[0]
-                if tensor not in names:
-                    raise SqaccelError(f"{path}: no tensor named {tensor!r}")
-                a = f.get_tensor(tensor)
-        except (SafetensorError, OSError) as e:
-            raise SqaccelError(f"{path}: not a readable .safetensors file ({e})") from None
-    else:
-        raise SqaccelError(f"{path}: expected a .npy or .safetensors file")
-    return as_float64(a, what=str(path) + (f" [{tensor}]" if tensor else ""))
-
-
 def _fmt_levels(levels) -> str:
     return " ".join(f"{v:.6g}" for v in levels)
 
 
-def _print_text(path: Path, w: np.ndarray, results: list[SearchResult], per_channel: bool,
-                seconds: float) -> None:
+def _print_text(path: Path, w, results: list, per_channel: bool, seconds: float) -> None:
     r0 = results[0]
     u = r0.universal
     print(f"weights   {path}  shape {tuple(w.shape)}  {w.size} values")
@@ -94,13 +55,16 @@ def _print_text(path: Path, w: np.ndarray, results: list[SearchResult], per_chan
             f"{','.join(map(str, r.int_magnitudes)):<26} {r.alpha:>10.6g} {r.l2:>10.6g} "
             f"{r.max_abs:>10.4g}"
         )
-    print(f"total L2 error {float(np.sqrt(sum(r.l2 ** 2 for r in results))):.6g} "
+    print(f"total L2 error {sum(r.l2 ** 2 for r in results) ** 0.5:.6g} "
           f"(each channel normalised by its max|W|), seconds {seconds:.3f}")
 
 
 def run(args: argparse.Namespace) -> int:
+    from sqaccel.sw.models import read_tensor
+    from sqaccel.sw.sq_search import search_channels, search_tensor
+
     universal = AccelConfig.load(args.config).universal if args.config else None
-    w = load_weights(args.weights, args.tensor)
+    w = read_tensor(args.weights, args.tensor)
     t0 = time.perf_counter()
     if args.per_channel:
         if w.ndim == 0:

@@ -1,4 +1,4 @@
-"""``sqaccel synth``: synthesise, place and route one design for an FPGA target.
+"""The designs ``sqaccel synth`` synthesises, and how each is synthesised.
 
 Designs: ``top`` (the accelerator behind the UART link on the target's board, with its
 pins and a bitstream), ``pe`` (one PE) and ``array`` (the PE array), the last two inside
@@ -8,18 +8,15 @@ report lands in ``<out>/<target>/<design>-<config name>[-nodsp]/``.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 from pathlib import Path
 
 from amaranth.lib import wiring
 
-from sqaccel.config import PE_KINDS, SUPPORTED_ACT_BITS, SUPPORTED_WEIGHT_BITS, AccelConfig
+from sqaccel.config import AccelConfig
 from sqaccel.errors import SqaccelError
 from sqaccel.hw.board import BoardTop, IoShell
 from sqaccel.hw.synth import (
     DEFAULT_OUT,
-    TARGETS,
     SynthOptions,
     SynthResult,
     Target,
@@ -104,55 +101,7 @@ def synth_design(
     )
 
 
-def resolve_config(args: argparse.Namespace) -> AccelConfig:
-    """The config file (or the default), with the command line's overrides applied."""
-    cfg = AccelConfig.load(args.config) if args.config else AccelConfig()
-    changes = {
-        k: v
-        for k, v in {
-            "rows": args.rows,
-            "cols": args.cols,
-            "pe": args.pe,
-            "act_bits": args.act_bits,
-            "weight_bits": args.weight_bits,
-            "k_max": args.k_max,
-        }.items()
-        if v is not None
-    }
-    if args.target == "ice40" and args.design == "top" and not args.config:
-        changes = {**ICE40_TOP_DEFAULTS, **changes}
-    return dataclasses.replace(cfg, **changes) if changes else cfg
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", choices=sorted(TARGETS), default="ecp5",
-                   help="ecp5: ULX3S 85F; ice40: iCEBreaker UP5K (default: ecp5)")
-    p.add_argument("--config", default=None, help="accelerator config JSON (default: built-in)")
-    p.add_argument("--design", choices=DESIGNS, default="top",
-                   help="top: board top with UART; pe / array: inside a register shell")
-    p.add_argument("--rows", type=int, default=None, help="override the config's rows")
-    p.add_argument("--cols", type=int, default=None, help="override the config's cols")
-    p.add_argument("--pe", choices=PE_KINDS, default=None, help="override the PE kind")
-    p.add_argument("--act-bits", type=int, choices=SUPPORTED_ACT_BITS, default=None)
-    p.add_argument("--weight-bits", type=int, choices=SUPPORTED_WEIGHT_BITS, default=None)
-    p.add_argument("--k-max", type=int, default=None, help="override the longest dot product")
-    p.add_argument("--dsp", action=argparse.BooleanOptionalAction, default=True,
-                   help="map multipliers to DSP blocks (--no-dsp: LUTs only)")
-    p.add_argument("--freq", type=float, default=None,
-                   help="nextpnr target frequency in MHz (default: per target, above reach)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    p.add_argument("--baud", type=int, default=115_200, help="UART rate of the board top")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per tool run")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="report root (default build/synth)")
-    p.add_argument("--name", default=None, help="run folder name (default from the design)")
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = resolve_config(args)
-    res = synth_design(
-        args.design, cfg, args.target, dsp=args.dsp, out_root=args.out, name=args.name,
-        baud=args.baud, freq_mhz=args.freq, seed=args.seed, timeout_s=args.timeout,
-    )
-    print(res.path.joinpath("summary.md").read_text(), end="")
-    print(f"report: {res.path / 'report.json'}")
-    return 0
+def board_defaults(kind: str, target: str) -> dict:
+    """Config fields a design gets unless a config file or an option says otherwise: the
+    iCE40 board top gets the small array that fits the UP5K."""
+    return dict(ICE40_TOP_DEFAULTS) if target == "ice40" and kind == "top" else {}

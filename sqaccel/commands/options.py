@@ -1,0 +1,60 @@
+"""Command-line options every command shares: the accelerator config (``--config FILE`` and
+an override per field) and its reading.
+
+One helper serves every command that takes a config, so the options are spelled the same
+everywhere and a config file plus overrides always mean the same thing: the file (or the
+built-in default), then the command's own defaults for fields the file does not set, then
+the options given.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from sqaccel.config import PE_KINDS, STEP_TABLE_MODES, AccelConfig
+
+# Field -> (type or choices, help). The option is --field-with-dashes.
+CONFIG_OPTIONS: dict[str, tuple[object, str]] = {
+    "rows": (int, "PE rows R"),
+    "cols": (int, "PE columns C"),
+    "act_bits": (int, "activation bits A"),
+    "weight_bits": (int, "weight bits b"),
+    "pe": (PE_KINDS, "PE kind"),
+    "k_max": (int, "longest dot product K_max"),
+    "step_tables": (STEP_TABLE_MODES, "step tables per layer or per output channel"),
+    "act_depth": (int, "activation buffer words"),
+    "weight_depth": (int, "weight buffer words"),
+    "n_max": (int, "most output channels of one command"),
+}
+
+
+def add_config_arguments(p: argparse.ArgumentParser,
+                         fields: Sequence[str] = tuple(CONFIG_OPTIONS)) -> None:
+    """``--config FILE`` and one override option per field of ``fields``."""
+    p.add_argument("--config", type=Path, default=None,
+                   help="accelerator config JSON (default: the built-in 8x8 config)")
+    for name in fields:
+        kind, help_ = CONFIG_OPTIONS[name]
+        flag = "--" + name.replace("_", "-")
+        if isinstance(kind, tuple):
+            p.add_argument(flag, dest=name, choices=kind, default=None, help=help_)
+        else:
+            p.add_argument(flag, dest=name, type=kind, default=None, help=help_)
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    """The config fields set on the command line."""
+    return {name: getattr(args, name) for name in CONFIG_OPTIONS
+            if getattr(args, name, None) is not None}
+
+
+def config_from_args(args: argparse.Namespace, defaults: Mapping | None = None
+                     ) -> AccelConfig:
+    """The config of ``--config`` (or the built-in one), then ``defaults`` where no file was
+    given, then the overrides on the command line."""
+    path = getattr(args, "config", None)
+    base = AccelConfig.load(path) if path else AccelConfig()
+    changes = {**(dict(defaults or {}) if not path else {}), **overrides(args)}
+    return base.with_changes(**changes)

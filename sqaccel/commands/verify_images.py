@@ -1,0 +1,35 @@
+"""``sqaccel verify-images``: re-read an images folder, rebuild the network from it alone and
+re-run it. Exit status 1 when the images fail a check, 2 on bad input (no such folder, no
+manifest in it, a bad option)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="images folder written by sqaccel export")
+    p.add_argument("--samples", type=int, default=None,
+                   help="digits test images to re-run (default: all)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="accelerator config JSON the images must have been built for")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sqaccel.config import AccelConfig
+    from sqaccel.imagecodec import ImageError, NotAnImagesFolder
+    from sqaccel.sw.deploy import verify_export
+
+    cfg = AccelConfig.load(args.config) if args.config else None
+    try:
+        lines = verify_export(args.dir, cfg, args.samples)
+    except NotAnImagesFolder:
+        raise
+    except ImageError as e:
+        print(f"sqaccel verify-images: error: {e}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0

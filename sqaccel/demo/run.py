@@ -1,0 +1,187 @@
+"""The demo's sequence of steps, and running it with resumption after an interruption.
+
+Steps whose outputs are files and take long (the accuracy sweep, the golden check, the
+calibration table, the cosimulation, the synthesis) are recorded in ``progress.json`` with a
+digest of their inputs when they finish; a later run with the same inputs reuses them
+(``fresh`` runs everything again). The cheap in-memory steps always run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqaccel.demo import hardware, software
+from sqaccel.demo.state import DemoRun
+from sqaccel.errors import SqaccelError
+
+PROGRESS_FILE = "progress.json"
+# Steps no later step needs; each removes its stale result when skipped.
+SKIPPABLE = ("accuracy", "golden", "table", "cosim", "synth")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    doing: str
+    fn: Callable[[DemoRun], None]
+    # Resumable steps: the digest of their inputs, and the files (under the run folder)
+    # that hold their result.
+    key: Callable[[DemoRun], str] | None = None
+    outputs: tuple[str, ...] = ()
+
+
+def step_report(run: DemoRun) -> None:
+    from sqaccel.report import write_report
+
+    run.write_json("run.json", run_record(run))
+    out = write_report(run.out, run.report_dir)
+    run.say(f"wrote {out / 'index.html'} and {out / 'index.md'}")
+
+
+STEPS: tuple[Step, ...] = (
+    Step("data", "load the digits data set", software.step_data),
+    Step("model", "get the trained digits CNN", software.step_model),
+    Step("search", "search the SQ subset of every layer for the array", software.step_search),
+    Step("accuracy", "quantise the weights with each method and measure accuracy",
+         software.step_accuracy, software.accuracy_key, ("accuracy.json",)),
+    Step("golden", "check the integer golden model against the fake-quantised model",
+         software.step_golden, software.golden_key, ("golden.json",)),
+    Step("calibrate", "calibrate the searched network and build the integer golden model",
+         software.step_calibrate),
+    Step("table", "the integer accuracy table: calibration, per-channel, mixed bits",
+         software.step_table, software.table_key, ("calibration.json",)),
+    Step("export", "export the network's memory images", software.step_export),
+    Step("verilog", "generate and lint the accelerator's Verilog", hardware.step_verilog),
+    Step("cosim", "cosimulate on Verilator against the golden model, four levels",
+         hardware.step_cosim, hardware.cosim_key, ("cosim.json",)),
+    Step("synth", "synthesise for the ECP5 (ULX3S) with Yosys and nextpnr",
+         hardware.step_synth, hardware.synth_key, ("synth.json",)),
+    Step("report", "write the report", step_report),
+)
+STEP_NAMES = tuple(s.name for s in STEPS)
+
+
+def run_record(run: DemoRun) -> dict:
+    return {
+        "date": run.state.started,
+        "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, "
+                   f"{platform.system()} {platform.release()})",
+        "python": platform.python_version(),
+        "seed": run.seed,
+        "config": run.cfg.to_dict(),
+        "cache_dir": str(run.cache_dir),
+        "steps": run.state.timings,
+        "headline": headline(run),
+    }
+
+
+def _maybe_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def headline(run: DemoRun) -> list[str]:
+    lines = []
+    cfg = run.cfg
+    acc = _maybe_json(run.out / "accuracy.json")
+    if acc is not None and run.state.int_accuracy is not None:
+        lines.append(f"digits test accuracy: full precision {acc['fp_accuracy']:.2f} %, SQ "
+                     f"W{cfg.weight_bits}A{cfg.act_bits} integer (calibrated) "
+                     f"{run.state.int_accuracy:.2f} %")
+    cosim = _maybe_json(run.out / "cosim.json")
+    if cosim is not None:
+        net = cosim["network"]
+        lines.append(f"RTL: {net['images']} test images through the {cosim['config']} top, every "
+                     f"layer bit-exact, {net['correct']}/{net['images']} correct; "
+                     f"{net['seconds_per_image']:.2f} s of simulation per image")
+    synth = _maybe_json(run.out / "synth.json")
+    if synth is not None:
+        by = {s["label"]: s for s in synth}
+        pe_s, pe_m = by.get("PE shift-add"), by.get("PE multiplier (LUTs)")
+        if pe_s and pe_m:
+            lines.append(f"ECP5 PE: shift-add {pe_s['logic_cells']} cells / "
+                         f"{pe_s['fmax_mhz']:.1f} MHz, LUT multiplier {pe_m['logic_cells']} "
+                         f"cells / {pe_m['fmax_mhz']:.1f} MHz "
+                         f"({pe_s['logic_cells'] / pe_m['logic_cells']:.2f} x the cells)")
+        for t in (s for s in synth if s["design"] == "top"):
+            lines.append(f"{t['label']}: {t['logic_cells']} cells, {t['dsp']} DSP, {t['bram']} "
+                         f"block RAM, Fmax {t['fmax_mhz']:.1f} MHz")
+    return lines
+
+
+def _load_progress(run: DemoRun) -> dict:
+    p = _maybe_json(run.out / PROGRESS_FILE)
+    return p if isinstance(p, dict) else {}
+
+
+def _reusable(run: DemoRun, step: Step, done: dict) -> bool:
+    if run.fresh or step.key is None:
+        return False
+    rec = done.get(step.name)
+    return (isinstance(rec, dict) and rec.get("key") == step.key(run)
+            and all((run.out / o).exists() for o in step.outputs))
+
+
+def run_demo(run: DemoRun, until: str | None = None) -> list[str]:
+    """Run the steps (up to ``until``); returns the headline lines."""
+    if not 1 <= run.cosim_images <= 512:
+        raise SqaccelError(f"--cosim-images {run.cosim_images}: choose 1 to 512")
+    steps = list(STEPS)
+    if until is not None:
+        if until not in STEP_NAMES:
+            raise SqaccelError(f"--until: unknown step {until!r} (choose from "
+                               f"{list(STEP_NAMES)})")
+        steps = steps[: STEP_NAMES.index(until) + 1]
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.state.started = datetime.now(UTC).isoformat(timespec="seconds")
+    run.state.timings = []
+    done = _load_progress(run)
+    t0 = time.perf_counter()
+    current = None
+    try:
+        for i, step in enumerate(steps, 1):
+            current = step
+            print(f"[{i}/{len(steps)}] {step.name}: {step.doing}", flush=True)
+            if step.name in run.skip:
+                for o in step.outputs:  # an older run's result must not enter this report
+                    (run.out / o).unlink(missing_ok=True)
+                run.say("skipped (--skip)")
+                run.state.timings.append({"name": step.name, "seconds": 0.0, "skipped": True})
+                continue
+            if _reusable(run, step, done):
+                rec = done[step.name]
+                run.say(f"finished by an earlier run ({rec['finished']}, {rec['seconds']:.1f} s) "
+                        f"with the same inputs: reusing {', '.join(step.outputs)}")
+                run.state.timings.append({"name": step.name, "seconds": rec["seconds"],
+                                          "reused": True})
+                continue
+            t = time.perf_counter()
+            step.fn(run)
+            seconds = time.perf_counter() - t
+            run.state.timings.append({"name": step.name, "seconds": seconds, "reused": False})
+            if step.key is not None:
+                done[step.name] = {"key": step.key(run), "seconds": seconds,
+                                   "finished": datetime.now(UTC).isoformat(timespec="seconds")}
+                run.write_json(PROGRESS_FILE, done)
+            print(f"    ({seconds:.1f} s)", flush=True)
+    except KeyboardInterrupt:
+        name = current.name if current else "start"
+        print(f"\ninterrupted in step {name}: finished steps are kept, nothing half-written "
+              "is; run `make demo` again to go on", flush=True)
+        raise
+    print(f"\ndemo done in {time.perf_counter() - t0:.1f} s")
+    lines = headline(run)
+    for line in lines:
+        print(f"  {line}")
+    if any(s.name == "report" for s in steps):
+        print(f"report: {run.report_dir / 'index.html'} (and index.md)")
+    return lines

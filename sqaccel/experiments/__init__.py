@@ -1,0 +1,1 @@
+"""Experiments on the quantised digits network that the demo runs and reports."""

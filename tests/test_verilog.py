@@ -188,3 +188,51 @@ def test_images_refused_before_writing(tmp_path):
         images.verify(folder)
     assert not (tmp_path / "v-small").exists() and not (tmp_path / "v-step").exists()
     assert not list(tmp_path.glob(".v-*"))
+
+
+def damaged_copies(folder, tmp_path) -> dict:
+    """Copies of an images folder, each damaged one way."""
+    import shutil
+
+    man = json.loads((folder / images.MANIFEST).read_text())
+    weights = [f for f, e in man["files"].items() if e["image"] == "weights"]
+    hex_w, bin_w = sorted(weights)[1], sorted(weights)[0]
+    out = {}
+    for case in ("truncated", "tampered", "hash", "swapped"):
+        d = tmp_path / case
+        shutil.copytree(folder, d)
+        out[case] = d
+    data = (folder / hex_w).read_bytes()
+    (out["truncated"] / hex_w).write_bytes(data[: len(data) // 2])
+    (out["tampered"] / bin_w).write_bytes(bytes([data[0] ^ 1]) + (folder / bin_w).read_bytes()[1:])
+    m = json.loads((out["hash"] / images.MANIFEST).read_text())
+    m["files"][hex_w]["sha256"] = "0" * 64
+    (out["hash"] / images.MANIFEST).write_text(json.dumps(m))
+    steps = sorted(f for f, e in man["files"].items() if e["image"] == "bias"
+                   and e["format"] == "hex")
+    a, b = (out["swapped"] / steps[0]), (out["swapped"] / steps[1])
+    ta, tb = a.read_bytes(), b.read_bytes()
+    a.write_bytes(tb)
+    b.write_bytes(ta)
+    return out
+
+
+def test_damaged_images_get_the_verify_images_message(tmp_path, capsys):
+    cfg = AccelConfig(rows=2, cols=2, k_max=16, act_depth=64, weight_depth=64, n_max=16)
+    rng = random.Random(27)
+    folder = exported_network(cfg, tmp_path, [hm.random_gemm(cfg, 3, 5, 9, rng),
+                                              hm.random_gemm(cfg, 3, 3, 5, rng, relu=False)])
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(cfg.to_json())
+    for case, d in damaged_copies(folder, tmp_path).items():
+        assert cli_main(["verify-images", str(d)]) == 1, case
+        verify = capsys.readouterr().err.strip()
+        out = tmp_path / f"v-{case}"
+        assert cli_main(["verilog", "--config", str(cfg_file), "--images", str(d),
+                         "--out", str(out)]) == 2, case
+        verilog = capsys.readouterr().err.strip()
+        prefix_v, prefix_g = "sqaccel verify-images: error: ", "sqaccel verilog: error: "
+        assert verify.startswith(prefix_v) and verilog.startswith(prefix_g), case
+        assert verify[len(prefix_v):] == verilog[len(prefix_g):], case
+        assert "\n" not in verilog and not out.exists(), case
+        print(f"{case}: {verilog}")

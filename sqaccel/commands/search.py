@@ -11,7 +11,8 @@ import json
 import time
 from pathlib import Path
 
-from sqaccel.config import SUPPORTED_WEIGHT_BITS, AccelConfig
+from sqaccel.commands.options import add_config_arguments, config_from_args
+from sqaccel.config import SUPPORTED_WEIGHT_BITS
 from sqaccel.errors import SqaccelError
 
 
@@ -23,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--per-channel", action="store_true", help="one subset per output channel (dim 0)"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--config", type=Path, help="config JSON whose universal set to use")
+    add_config_arguments(p, fields=())  # --config: its universal set is searched
 
 
 def _fmt_levels(levels) -> str:
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from sqaccel.sw.models import read_tensor
     from sqaccel.sw.sq_search import search_channels, search_tensor
 
-    universal = AccelConfig.load(args.config).universal if args.config else None
+    universal = config_from_args(args).universal if args.config else None
     w = read_tensor(args.weights, args.tensor)
     t0 = time.perf_counter()
     if args.per_channel:

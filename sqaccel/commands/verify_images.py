@@ -6,23 +6,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+
+from sqaccel.commands.options import add_config_arguments, config_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="images folder written by sqaccel export")
     p.add_argument("--samples", type=int, default=None,
                    help="digits test images to re-run (default: all)")
-    p.add_argument("--config", type=Path, default=None,
-                   help="accelerator config JSON the images must have been built for")
+    add_config_arguments(p, fields=())  # --config: the build the images must be for
 
 
 def run(args: argparse.Namespace) -> int:
-    from sqaccel.config import AccelConfig
     from sqaccel.imagecodec import ImageError, NotAnImagesFolder
     from sqaccel.sw.deploy import verify_export
 
-    cfg = AccelConfig.load(args.config) if args.config else None
+    cfg = config_from_args(args) if args.config else None
     try:
         lines = verify_export(args.dir, cfg, args.samples)
     except NotAnImagesFolder:

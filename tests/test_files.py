@@ -1,0 +1,70 @@
+"""The one atomic writer: complete files and folders or none, the old output kept until the
+new one is in place, modes from the umask."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from sqaccel import files
+
+
+@pytest.fixture
+def umask():
+    saved = os.umask(0o022)
+    yield lambda m: os.umask(m)
+    os.umask(saved)
+
+
+def mode(p) -> int:
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+def test_files_and_folders_follow_the_umask(tmp_path, umask):
+    for mask, fmode, dmode in ((0o022, 0o644, 0o755), (0o077, 0o600, 0o700),
+                               (0o002, 0o664, 0o775)):
+        umask(mask)
+        f = files.write_text(tmp_path / f"f{mask:o}.txt", "x")
+        assert mode(f) == fmode
+        with files.staged_folder(tmp_path / f"d{mask:o}") as d:
+            (d / "a").write_text("a")
+        assert mode(tmp_path / f"d{mask:o}") == dmode
+        assert mode(tmp_path / f"d{mask:o}" / "a") == fmode
+
+
+def test_an_interrupted_write_keeps_the_old_file(tmp_path):
+    f = files.write_text(tmp_path / "out.json", "old")
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        files.write_with(f, broken)
+    assert f.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_an_interrupted_folder_keeps_the_old_one(tmp_path):
+    out = tmp_path / "out"
+    with files.staged_folder(out) as d:
+        (d / "a").write_text("old")
+    with pytest.raises(KeyboardInterrupt), files.staged_folder(out) as d:
+        (d / "a").write_text("new")
+        raise KeyboardInterrupt
+    assert (out / "a").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with files.staged_folder(out) as d:
+        (d / "b").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_write_if_changed_keeps_the_time_stamp(tmp_path):
+    f = files.write_text(tmp_path / "v.v", "module m; endmodule\n")
+    os.utime(f, (1_000_000, 1_000_000))
+    files.write_if_changed(f, "module m; endmodule\n")
+    assert os.stat(f).st_mtime == 1_000_000
+    files.write_if_changed(f, "module n; endmodule\n")
+    assert os.stat(f).st_mtime != 1_000_000 and "n;" in f.read_text()

@@ -16,7 +16,7 @@ Host interface (docs/hardware.md, "Host interface"; ``format.json`` beside the V
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -26,10 +26,22 @@ from sqaccel.hw.array import PEArray, result_layout
 from sqaccel.hw.controller import Controller, command_layout
 
 
+def _target_enum() -> enum.EnumType:
+    # An enum, so that waveforms and the Verilog's attributes name the targets.
+    ns = enum.EnumType.__prepare__("Target", (enum.Enum,), shape=abi.TARGET_BITS)
+    for name, value in abi.TARGETS.items():
+        ns[name.upper()] = value
+    return enum.EnumType("Target", (enum.Enum,), ns, shape=abi.TARGET_BITS)
+
+
+# What a host packet addresses: the buffers and the command (``sqaccel.abi.TARGETS``).
+Target = _target_enum()
+
+
 def packet_layout(cfg: AccelConfig) -> data.StructLayout:
     """A host packet (``sqaccel.abi.packet_fields``): ``data`` (lowest bits), ``addr``,
-    ``target`` (highest bits; ``sqaccel.abi.TARGETS``)."""
-    return data.StructLayout(abi.packet_fields(cfg))
+    ``target`` (highest bits)."""
+    return data.StructLayout({**abi.packet_fields(cfg), "target": Target})
 
 
 class Accelerator(wiring.Component):
@@ -74,7 +86,7 @@ class Accelerator(wiring.Component):
         # flip-flop.
         pkt = self.host_in.payload
         wr = Signal(packet_layout(cfg), reset_less=True)
-        is_cmd = pkt.target == abi.TARGETS["command"]
+        is_cmd = pkt.target == Target.COMMAND
         m.d.comb += [
             self.host_in.ready.eq(Mux(is_cmd, ctrl.cmd.ready, 1)),
             ctrl.cmd.valid.eq(self.host_in.valid & is_cmd),
@@ -88,7 +100,8 @@ class Accelerator(wiring.Component):
             m.submodules[f"{name}_buf"] = mem
             wp = mem.write_port()
             # `target == 0` would lint as a truncating `!target`.
-            is_target = (pkt.target == buf.target) if buf.target else ~pkt.target.any()
+            is_target = (pkt.target.as_value() == buf.target if buf.target
+                         else ~pkt.target.as_value().any())
             # Addresses past a depth that is not a power of two are dropped.
             in_range = (pkt.addr < buf.depth) if buf.depth & (buf.depth - 1) \
                 else ~pkt.addr[buf.addr_bits:].any()

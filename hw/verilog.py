@@ -37,7 +37,7 @@ TOP_NAME = "sqaccel_top"
 VERILOG_FILE = f"{TOP_NAME}.v"
 CONFIG_FILE = "config.json"
 FORMAT_FILE = "format.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 WAIVERS = Path(__file__).with_name("lint_waivers.vlt")
 
 class GenerationError(SqaccelError):
@@ -149,14 +149,21 @@ def build_verilog(cfg: AccelConfig, preload: Preload | None = None) -> str:
     return verilog.convert(top, name=TOP_NAME, emit_src=False)
 
 
-def generate(cfg: AccelConfig, out_dir: str | Path, images: str | Path | None = None) -> Path:
+KIND = "verilog"  # the output kind of a generated folder (sqaccel.files)
+
+
+def generate(cfg: AccelConfig, out_dir: str | Path, images: str | Path | None = None,
+             force: bool = False) -> Path:
     """Write the Verilog, config.json and format.json of ``cfg`` to ``out_dir``.
 
     ``images``: a folder of memory images that initialise the buffers (see
-    ``sqaccel.hw.preload``). A config or an image the hardware cannot honour raises
-    ConfigError before anything is written.
+    ``sqaccel.hw.preload``). A config or an image the hardware cannot honour, an output
+    folder this toolchain did not write (unless ``force``) or one inside the images folder
+    raises an error before anything is written.
     """
     out = Path(out_dir)
+    files.check_outside(out, {"--images": images})
+    files.check_replaceable(out, KIND, force)
     preload = read_images(cfg, images) if images is not None else None
     text = build_verilog(cfg, preload)
     texts = {
@@ -164,9 +171,7 @@ def generate(cfg: AccelConfig, out_dir: str | Path, images: str | Path | None = 
         CONFIG_FILE: cfg.to_json() + "\n",
         FORMAT_FILE: json.dumps(format_description(cfg, preload), indent=2) + "\n",
     }
-    if out.exists() and not out.is_dir():
-        raise SqaccelError(f"{out}: exists and is not a folder")
-    with files.staged_folder(out) as tmp:
+    with files.staged_folder(out, KIND, force) as tmp:
         for name, content in texts.items():
             (tmp / name).write_text(content)
     return out

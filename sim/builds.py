@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sqaccel import files
 from sqaccel.config import AccelConfig
+from sqaccel.errors import SqaccelError
 from sqaccel.sim import job as jobs
 from sqaccel.sim.runner import CosimResult, run_cocotb, waves_requested
 
@@ -37,7 +38,10 @@ TOPLEVEL = "sqaccel_top"
 
 
 def build_root() -> Path:
-    return Path(os.environ.get(BUILD_ENV) or Path("build") / "cosim")
+    """The cosimulation builds' folder (a container of ``sqaccel.files``: it must be empty,
+    absent or one this toolchain made)."""
+    return files.check_container(os.environ.get(BUILD_ENV) or Path("build") / "cosim",
+                                 "cosimulation builds")
 
 
 def full_run() -> bool:
@@ -47,8 +51,12 @@ def full_run() -> bool:
 
 def seed_from_env() -> int:
     """``SQACCEL_SEED`` when set (to repeat a run), else a fresh random seed."""
-    v = os.environ.get(SEED_ENV, "")
-    return int(v) if v.strip() else random.SystemRandom().randrange(1 << 31)
+    v = os.environ.get(SEED_ENV, "").strip()
+    if not v:
+        return random.SystemRandom().randrange(1 << 31)
+    if not v.isdigit() or int(v) >= 1 << 31:
+        raise SqaccelError(f"{SEED_ENV}={v!r}: a seed is a whole number in 0..{(1 << 31) - 1}")
+    return int(v)
 
 
 def digest(obj) -> str:

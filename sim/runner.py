@@ -86,8 +86,9 @@ def logs_to(folder: Path | str) -> Iterator[Path]:
     ``<folder>/<toplevel>.build.log`` and ``.sim.log`` (a demo's terminal stays readable;
     a failure names the log)."""
     global _LOG_DIR
-    saved, _LOG_DIR = _LOG_DIR, Path(folder).resolve()
-    _LOG_DIR.mkdir(parents=True, exist_ok=True)
+    from sqaccel import files
+
+    saved, _LOG_DIR = _LOG_DIR, files.check_container(folder, "logs").resolve()
     try:
         yield _LOG_DIR
     finally:

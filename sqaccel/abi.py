@@ -502,6 +502,25 @@ def repack_bias(words: Sequence[int], n: int, from_bits: int, cfg: AccelConfig) 
     return pack(b.reshape(-1, cfg.cols), cfg.acc_bits)
 
 
+def capacity_problems(cfg: AccelConfig, k: int, n: int) -> list[str]:
+    """What keeps a [K, N] layer from running on ``cfg`` on its own (empty: it fits)."""
+    out = []
+    if k > cfg.k_max:
+        out.append(f"K = {k} exceeds K_max = {cfg.k_max}")
+    if n > cfg.n_max:
+        out.append(f"N = {n} exceeds n_max = {cfg.n_max}")
+    bufs = buffers(cfg)
+    for kind in IMAGE_KINDS:
+        if kind in bufs:
+            words = image_format(kind, k, n, cfg)[0]
+            if words > bufs[kind].depth:
+                out.append(f"{words} {kind} words, the {kind} buffer holds {bufs[kind].depth}")
+    if k > cfg.act_depth:
+        out.append(f"one row tile needs {k} activation words, the activation buffer holds "
+                   f"{cfg.act_depth}")
+    return out
+
+
 def row_chunks(cfg: AccelConfig, m: int, k: int) -> list[tuple[int, int]]:
     """Row ranges of an [M, K] GEMM input whose activation words fit the activation buffer
     one range at a time (the layer's weights stay loaded: one command per range)."""

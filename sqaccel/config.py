@@ -28,8 +28,39 @@ REQUANT_S_MIN = 1
 REQUANT_S_MAX = (1 << REQUANT_S_BITS) - 1
 
 
+# The largest value of every size, checked before any work (docs/commands.md, "Limits"):
+# beyond them generation takes minutes and gigabytes, or no FPGA the flow targets holds
+# the result.
+SIZE_LIMITS: dict[str, tuple[int, int]] = {
+    "rows": (1, 32),
+    "cols": (1, 32),
+    "k_max": (1, 1 << 16),
+    "act_depth": (1, 1 << 20),
+    "weight_depth": (1, 1 << 20),
+    "n_max": (1, 4096),
+}
+# The universal set: terms, exponents per term, the largest exponent.
+MAX_TERMS = 4
+MAX_TERM_EXPONENTS = 8
+MAX_EXPONENT = 15
+CONFIG_FIELDS = ("rows", "cols", "act_bits", "weight_bits", "k_max", "pe", "step_tables",
+                 "universal", "act_depth", "weight_depth", "n_max")
+
+
 class ConfigError(SqaccelError):
     """A configuration the toolchain or the hardware cannot honour."""
+
+
+def _shown(v) -> str:
+    """A value and its JSON type, for messages: ``True (a boolean)``, ``'8' (a string)``."""
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", tuple: "a list", dict: "an object", type(None): "null"}
+    return f"{v!r} ({kind.get(type(v), type(v).__name__)})"
+
+
+def is_int(v) -> bool:
+    """A true integer: not a boolean, not a float that happens to be whole."""
+    return type(v) is int
 
 
 @dataclass(frozen=True)
@@ -44,15 +75,25 @@ class UniversalSet:
     exponents: tuple[tuple[int, ...], ...] = ((0, 1, 3), (0, 2, 4))
 
     def __post_init__(self) -> None:
-        if not self.exponents:
-            raise ConfigError("universal set: needs at least one term")
+        where = "config: universal.exponents"
+        if not isinstance(self.exponents, tuple | list) or not self.exponents:
+            raise ConfigError(f"{where} must be a list of 1 to {MAX_TERMS} terms, got "
+                              f"{_shown(self.exponents)}")
+        if len(self.exponents) > MAX_TERMS:
+            raise ConfigError(f"{where}: {len(self.exponents)} terms, at most {MAX_TERMS}")
         for t, exps in enumerate(self.exponents):
-            if not exps:
-                raise ConfigError(f"universal set: term {t} has no exponent")
+            if not isinstance(exps, tuple | list) or not exps:
+                raise ConfigError(f"{where}: term {t} must be a list of 1 to "
+                                  f"{MAX_TERM_EXPONENTS} exponents, got {_shown(exps)}")
+            if len(exps) > MAX_TERM_EXPONENTS:
+                raise ConfigError(f"{where}: term {t} has {len(exps)} exponents, at most "
+                                  f"{MAX_TERM_EXPONENTS}")
+            for e in exps:
+                if not is_int(e) or not 0 <= e <= MAX_EXPONENT:
+                    raise ConfigError(f"{where}: term {t}: an exponent must be an integer in "
+                                      f"0..{MAX_EXPONENT}, got {_shown(e)}")
             if len(set(exps)) != len(exps):
                 raise ConfigError(f"universal set: term {t} repeats an exponent: {exps}")
-            if any(e < 0 for e in exps):
-                raise ConfigError(f"universal set: term {t} has a negative exponent: {exps}")
 
     @property
     def terms(self) -> int:
@@ -156,8 +197,14 @@ class UniversalSet:
         return {"exponents": [list(e) for e in self.exponents]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> UniversalSet:
-        return cls(tuple(tuple(int(x) for x in e) for e in d["exponents"]))
+    def from_dict(cls, d) -> UniversalSet:
+        if not isinstance(d, dict) or set(d) != {"exponents"}:
+            raise ConfigError(f"config: universal must be an object with one key, "
+                              f"'exponents', got {_shown(d)}")
+        exps = d["exponents"]
+        if isinstance(exps, list) and all(isinstance(e, list) for e in exps):
+            exps = tuple(tuple(e) for e in exps)
+        return cls(exps)
 
 
 def bits_for_unsigned(value: int) -> int:
@@ -182,25 +229,27 @@ class AccelConfig:
     n_max: int = 256
 
     def __post_init__(self) -> None:
-        for name in ("rows", "cols", "k_max", "act_depth", "weight_depth", "n_max"):
+        # The schema: every field's type and range; the message names the field, the value
+        # and what is allowed.
+        for name, (lo, hi) in SIZE_LIMITS.items():
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"config: {name} must be an integer >= 1, got {v!r}")
-        if self.act_bits not in SUPPORTED_ACT_BITS:
-            raise ConfigError(
-                f"config: act_bits must be one of {SUPPORTED_ACT_BITS}, got {self.act_bits}"
-            )
-        if self.weight_bits not in SUPPORTED_WEIGHT_BITS:
-            raise ConfigError(
-                f"config: weight_bits must be one of {SUPPORTED_WEIGHT_BITS}, "
-                f"got {self.weight_bits}"
-            )
-        if self.pe not in PE_KINDS:
-            raise ConfigError(f"config: pe must be one of {PE_KINDS}, got {self.pe!r}")
-        if self.step_tables not in STEP_TABLE_MODES:
-            raise ConfigError(
-                f"config: step_tables must be one of {STEP_TABLE_MODES}, got {self.step_tables!r}"
-            )
+            if not is_int(v) or not lo <= v <= hi:
+                raise ConfigError(f"config: {name} must be an integer in {lo}..{hi}, got "
+                                  f"{_shown(v)}")
+        for name, allowed in (("act_bits", SUPPORTED_ACT_BITS),
+                              ("weight_bits", SUPPORTED_WEIGHT_BITS)):
+            v = getattr(self, name)
+            if not is_int(v) or v not in allowed:
+                raise ConfigError(f"config: {name} must be one of "
+                                  f"{', '.join(map(str, allowed))}, got {_shown(v)}")
+        for name, allowed in (("pe", PE_KINDS), ("step_tables", STEP_TABLE_MODES)):
+            v = getattr(self, name)
+            if not isinstance(v, str) or v not in allowed:
+                raise ConfigError(f"config: {name} must be one of "
+                                  f"{', '.join(repr(a) for a in allowed)}, got {_shown(v)}")
+        if not isinstance(self.universal, UniversalSet):
+            raise ConfigError(f"config: universal must be a universal set, got "
+                              f"{_shown(self.universal)}")
         if self.universal.size < self.levels:
             raise ConfigError(
                 f"config: the universal set has {self.universal.size} magnitudes, fewer than "
@@ -278,14 +327,19 @@ class AccelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> AccelConfig:
+    def from_dict(cls, d) -> AccelConfig:
+        """A config from its JSON form: an object of the fields (any may be left out), and
+        ``derived`` (written by ``to_dict``, ignored on reading). Unknown keys are refused."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"config: must be a JSON object of fields, got {_shown(d)}")
+        unknown = sorted(set(d) - set(CONFIG_FIELDS) - {"derived"})
+        if unknown:
+            raise ConfigError(f"config: unknown key {unknown[0]!r} (the fields are "
+                              f"{', '.join(CONFIG_FIELDS)})")
         d = {k: v for k, v in d.items() if k != "derived"}
         if "universal" in d:
             d["universal"] = UniversalSet.from_dict(d["universal"])
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise ConfigError(f"config: {e}") from None
+        return cls(**d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -294,12 +348,19 @@ class AccelConfig:
     def load(cls, path: str | Path) -> AccelConfig:
         path = Path(path)
         try:
-            d = json.loads(path.read_text())
+            d = json.loads(path.read_bytes())
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
-        except json.JSONDecodeError as e:
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: a folder, not a config file") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     def name(self) -> str:
         return (

@@ -21,13 +21,68 @@ from sqaccel.tables import render_table
 HIST_BITS = 3  # the weight histograms show the W3 subsets, where SQ and uniform differ most
 
 
-def _read_json(path: Path) -> dict | list | None:
+NUM = (int, float)
+# The shape of every file the report reads: a type, {key: shape} for an object ("?key":
+# optional), [shape] for a list of items. A file of another shape stops the report with an
+# error naming the file and the entry, before anything is drawn.
+SHAPES: dict[str, object] = {
+    "run.json": {"?seed": int, "?date": str, "?machine": str, "?cache_dir": str,
+                 "?headline": [str], "?steps": [{"name": str, "seconds": NUM}]},
+    "accuracy.json": {"fp_accuracy": NUM,
+                      "runs": [{"method": str, "bits": int, "accuracy": NUM}]},
+    "golden.json": {"rows": [{"method": str, "bits": int, "act_bits": int, "fake_quant": NUM,
+                              "integer": NUM, "diff": NUM}]},
+    "calibration.json": {"columns": [str], "rows": [str], "cells": dict,
+                         "full_precision": NUM, "seconds": NUM},
+    "cosim.json": {"levels": dict},
+    "synth.json": [{"label": str, "target": str, "design": str, "logic_cells": int,
+                    "ffs": int, "dsp": int, "bram": int, "fmax_mhz": (int, float, type(None))}],
+    "images/manifest.json": {"config": dict, "files": dict},
+}
+
+
+def _check_shape(obj, shape, where: str) -> str | None:
+    """Where ``obj`` departs from ``shape`` (None: it fits)."""
+    if isinstance(shape, dict):
+        if not isinstance(obj, dict):
+            return f"{where or 'the file'} is not an object"
+        for key, sub in shape.items():
+            optional, key = key.startswith("?"), key.lstrip("?")
+            if key not in obj:
+                if optional:
+                    continue
+                return f"no {where + '.' if where else ''}{key}"
+            bad = _check_shape(obj[key], sub, f"{where}.{key}" if where else key)
+            if bad:
+                return bad
+        return None
+    if isinstance(shape, list):
+        if not isinstance(obj, list):
+            return f"{where or 'the file'} is not a list"
+        for i, item in enumerate(obj):
+            bad = _check_shape(item, shape[0], f"{where}[{i}]")
+            if bad:
+                return bad
+        return None
+    if isinstance(obj, bool) or not isinstance(obj, shape):
+        return f"{where} is {obj!r}, of the wrong type"
+    return None
+
+
+def _read_json(path: Path, name: str | None = None) -> dict | list | None:
+    """A file of the run, its shape checked (``SHAPES``); None when it is not there."""
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        obj = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SqaccelError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise SqaccelError(f"{path}: cannot be read ({e.strerror})") from None
+    bad = _check_shape(obj, SHAPES[name or path.name], "")
+    if bad:
+        raise SqaccelError(f"{path}: not a file this report reads: {bad}")
+    return obj
 
 
 @dataclass
@@ -199,7 +254,12 @@ def build_page(run_dir: Path, out: Path) -> Page:
     calibration = _read_json(run_dir / "calibration.json")
     cosim = _read_json(run_dir / "cosim.json")
     synth = _read_json(run_dir / "synth.json")
-    manifest = _read_json(run_dir / "images" / "manifest.json")
+    manifest = _read_json(run_dir / "images" / "manifest.json", "images/manifest.json")
+    golden = _read_json(run_dir / "golden.json")
+    for name, level in (cosim or {}).get("levels", {}).items():
+        bad = _check_shape(level, {"status": str, "count": int, "unit": str}, f"levels.{name}")
+        if bad:
+            raise SqaccelError(f"{run_dir / 'cosim.json'}: not a file this report reads: {bad}")
     seed = int(run.get("seed", 0))
 
     page.add("# sqaccel report")
@@ -229,7 +289,6 @@ def build_page(run_dir: Path, out: Path) -> Page:
                           [[m] + [_pct(acc.get((m, b))) for b in bits] for m in methods]))
     else:
         page.add("The weight-only accuracy sweep was not part of this run.")
-    golden = _read_json(run_dir / "golden.json")
     if golden:
         page.add("The integer golden model against the fake-quantised float model it stands "
                  "for (search only, A8 activations, ranges by MSE):")
@@ -334,11 +393,16 @@ def to_html(markdown_blocks: list[str]) -> str:
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(run_dir: str | Path, out: str | Path) -> Path:
+KIND = "report"  # the output kind of a report folder (sqaccel.files)
+
+
+def write_report(run_dir: str | Path, out: str | Path, force: bool = False) -> Path:
     """Write index.md, index.html and the PNGs to ``out``; an earlier report stays until
-    the new one is complete."""
+    the new one is complete. ``out`` must not be the run folder or inside it, and is
+    replaced only if it is a report this toolchain wrote (unless ``force``)."""
     run_dir, out = Path(run_dir), Path(out)
-    with files.staged_folder(out) as tmp:
+    files.check_outside(out, {"--run": run_dir})
+    with files.staged_folder(out, KIND, force) as tmp:
         page = build_page(run_dir, tmp)
         (tmp / "index.md").write_text("\n\n".join(page.blocks) + "\n")
         (tmp / "index.html").write_text(to_html(page.blocks))

@@ -87,6 +87,22 @@ def _geometry(step: PlanStep) -> dict:
                 dilation=_pair(m.dilation))
 
 
+def check_fits(model: nn.Module, cfg: AccelConfig) -> None:
+    """Refuse, before any quantisation, a model one of whose Conv2d/Linear layers cannot
+    run on ``cfg`` (``sqaccel.abi.capacity_problems``)."""
+    from sqaccel import abi
+
+    for step in sequential_plan(model):
+        if step.kind != "gemm":
+            continue
+        geo = _geometry(step)
+        k = geo["in_channels"] * geo["kernel"][0] * geo["kernel"][1]
+        problems = abi.capacity_problems(cfg, k, geo["out_channels"])
+        if problems:
+            raise ConfigError(f"layer {step.name!r} does not fit the array {cfg.name()}: "
+                              f"{'; '.join(problems)}")
+
+
 def _requant_params(
     name: str, r: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -70,7 +70,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises several types for a bad or unsafe file
-            raise SqaccelError(f"{path}: not a weights-only torch state dict ({e})") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SqaccelError(f"{path}: not a weights-only torch state dict ({first})") \
+                from None
         if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
             obj = obj["state_dict"]
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

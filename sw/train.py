@@ -104,6 +104,7 @@ def load_or_train_digits(
     log=None,
 ) -> nn.Sequential:
     """The digits CNN of ``seed``: from the cache when it is valid, else trained and cached."""
+    files.check_container(cache_dir, "model cache")
     model = _cached(seed, cache_dir, recipe)
     if model is not None:
         if log:

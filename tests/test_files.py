@@ -28,7 +28,7 @@ def test_files_and_folders_follow_the_umask(tmp_path, umask):
         umask(mask)
         f = files.write_text(tmp_path / f"f{mask:o}.txt", "x")
         assert mode(f) == fmode
-        with files.staged_folder(tmp_path / f"d{mask:o}") as d:
+        with files.staged_folder(tmp_path / f"d{mask:o}", "test") as d:
             (d / "a").write_text("a")
         assert mode(tmp_path / f"d{mask:o}") == dmode
         assert mode(tmp_path / f"d{mask:o}" / "a") == fmode
@@ -48,16 +48,16 @@ def test_an_interrupted_write_keeps_the_old_file(tmp_path):
 
 def test_an_interrupted_folder_keeps_the_old_one(tmp_path):
     out = tmp_path / "out"
-    with files.staged_folder(out) as d:
+    with files.staged_folder(out, "test") as d:
         (d / "a").write_text("old")
-    with pytest.raises(KeyboardInterrupt), files.staged_folder(out) as d:
+    with pytest.raises(KeyboardInterrupt), files.staged_folder(out, "test") as d:
         (d / "a").write_text("new")
         raise KeyboardInterrupt
     assert (out / "a").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    with files.staged_folder(out) as d:
+    with files.staged_folder(out, "test") as d:
         (d / "b").write_text("new")
-    assert sorted(p.name for p in out.iterdir()) == ["b"]
+    assert sorted(p.name for p in out.iterdir()) == [files.MARKER, "b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -68,3 +68,23 @@ def test_write_if_changed_keeps_the_time_stamp(tmp_path):
     assert os.stat(f).st_mtime == 1_000_000
     files.write_if_changed(f, "module n; endmodule\n")
     assert os.stat(f).st_mtime != 1_000_000 and "n;" in f.read_text()
+
+
+def test_only_a_folder_the_toolchain_wrote_is_replaced(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(files.OutputError, match="mine: a folder sqaccel did not write"):
+        with files.staged_folder(mine, "images") as d:
+            (d / "a").write_text("a")
+    with files.staged_folder(tmp_path / "out", "images") as d:
+        (d / "a").write_text("a")
+    with pytest.raises(files.OutputError, match="holds sqaccel's images output, not verilog"):
+        files.check_replaceable(tmp_path / "out", "verilog")
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(files.OutputError, match="holds 'notes.txt'"):
+        files.check_replaceable(tmp_path / "out", "images")
+    files.check_replaceable(tmp_path / "out", "images", force=True)
+    with pytest.raises(files.OutputError, match="inside the input"):
+        files.check_outside(tmp_path / "out" / "v", {"--images": tmp_path / "out"})
+    assert (mine / "thesis.tex").read_text() == "years of work"

@@ -137,7 +137,8 @@ def test_export_then_load_rebuilds_the_same_network(exported, test_inputs):
     assert m["config"] == net.cfg.to_dict()
     files = image_files(d)
     # 5 GEMM layers x (weights, steps, bias, requant) x (hex, bin)
-    assert len(files) == 40 and sorted(p.name for p in d.iterdir()) == files + ["manifest.json"]
+    assert len(files) == 40 and sorted(p.name for p in d.iterdir()) == sorted(
+        files + ["manifest.json", ".sqaccel-output.json"])
     for f in files:
         e = m["files"][f]
         data = (d / f).read_bytes()
@@ -315,14 +316,19 @@ def test_a_failed_export_leaves_nothing(exported, tmp_path, monkeypatch):
 def test_export_replaces_images_but_not_other_folders(exported, tmp_path):
     p, d = exported
     out = copy_of(d, tmp_path, "out")
-    (out / "stale.hex").write_text("0\n")
-    images.export(p.network, out)
-    assert not (out / "stale.hex").exists() and (out / "manifest.json").is_file()
+    images.export(p.network, out)  # an earlier export is replaced
+    assert (out / "manifest.json").is_file()
     assert sorted(x.name for x in tmp_path.iterdir()) == ["out"]
+    (out / "mine.txt").write_text("the user's")  # ... but not with a user's file inside
+    with pytest.raises(SqaccelError, match="holds 'mine.txt', which sqaccel did not write"):
+        images.export(p.network, out)
+    assert (out / "mine.txt").read_text() == "the user's"
+    images.export(p.network, out, force=True)  # unless the user says so
+    assert not (out / "mine.txt").exists()
     other = tmp_path / "notes"
     other.mkdir()
     (other / "a.txt").write_text("keep")
-    with pytest.raises(SqaccelError, match="holds no images; not replacing"):
+    with pytest.raises(SqaccelError, match="notes: a folder sqaccel did not write"):
         images.export(p.network, other)
     assert (other / "a.txt").read_text() == "keep"
 

@@ -198,7 +198,8 @@ def test_demo_steps_write_the_accuracy_table(digits, cache_dir, tmp_path, monkey
     assert result["fp_accuracy"] >= 95.0 and result["split"]["test"] == 540
     table = printed[printed.index("method "):]
     assert "full precision" in table and all(f"\n{m} " in table for m in METHODS)
-    assert sorted(p.name for p in out.iterdir()) == ["accuracy.json", "progress.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".sqaccel-output.json", "accuracy.json", "progress.json"]
     assert main(["demo", "--until", "nothing"]) == 2
 
 

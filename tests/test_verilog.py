@@ -42,7 +42,7 @@ def findings(messages: str) -> list[str]:
 def test_generate_and_lint(cfg, tmp_path):
     out = gen.generate(cfg, tmp_path / "v")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [gen.VERILOG_FILE, gen.CONFIG_FILE, gen.FORMAT_FILE])
+        [gen.VERILOG_FILE, gen.CONFIG_FILE, gen.FORMAT_FILE, ".sqaccel-output.json"])
     rc, messages = gen.lint(out / gen.VERILOG_FILE)
     assert rc == 0 and findings(messages) == [], messages
     assert AccelConfig.from_dict(json.loads((out / gen.CONFIG_FILE).read_text())) == cfg

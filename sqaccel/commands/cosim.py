@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from sqaccel.commands.options import count, seed
 from sqaccel.errors import SqaccelError
 
 TRACEBACK = "\nTraceback (most recent call last):"
@@ -25,10 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--layer", action="append", metavar="NAME",
                       help="GEMM layer to run on the reference inputs stored at export "
                       "(repeatable; default: every GEMM layer)")
-    what.add_argument("--network", type=int, metavar="N",
+    what.add_argument("--network", type=count, metavar="N",
                       help="run the whole network on the first N digits test images (other "
                       "datasets: on the first N reference inputs stored at export)")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=seed, default=None,
                    help="testbench seed (default: $SQACCEL_SEED, else random; printed)")
     p.add_argument("--waves", action="store_true",
                    help="write a waveform, FST or VCD (a separate, traced Verilator build; "

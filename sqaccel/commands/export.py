@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sqaccel.commands.options import add_config_arguments, config_from_args
+from sqaccel.commands.options import add_config_arguments, config_from_args, count, seed
 from sqaccel.config import SUPPORTED_WEIGHT_BITS
 
 
@@ -21,12 +21,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--per-channel", action="store_true",
                    help="one weight scale (and SQ subset) per output channel")
-    p.add_argument("--seed", type=int, default=0, help="training and data split seed")
+    p.add_argument("--seed", type=seed, default=0, help="training and data split seed")
     p.add_argument("--calibration", choices=CALIBRATION_METHODS, default="mse",
                    help="activation range search")
-    p.add_argument("--calib-samples", type=int, default=512,
+    p.add_argument("--calib-samples", type=count, default=512,
                    help="calibration-split samples used to calibrate the activations")
     p.add_argument("--cache-dir", default="build/models", help="trained-model cache")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even if it is not an images folder sqaccel wrote")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
                                or args.pe is not None)
     r = export_digits(args.out, cfg, method, args.bits, per_channel=args.per_channel,
                       seed=args.seed, calibration=args.calibration,
-                      calib_samples=args.calib_samples, cache_dir=args.cache_dir, log=print)
+                      calib_samples=args.calib_samples, cache_dir=args.cache_dir,
+                      force=args.force, log=print)
     for line in r.reports:
         print(f"note: {line}")
     print(f"config {cfg.name()} ({cfg.step_tables} step tables), {method} "

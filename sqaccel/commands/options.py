@@ -58,3 +58,24 @@ def config_from_args(args: argparse.Namespace, defaults: Mapping | None = None
     base = AccelConfig.load(path) if path else AccelConfig()
     changes = {**(dict(defaults or {}) if not path else {}), **overrides(args)}
     return base.with_changes(**changes)
+
+
+def _number(kind, low: float, what: str):
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}") from None
+        if not (v >= low) or v != v or v in (float("inf"),):
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
+        return v
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+# Option types that refuse what no command can use (a negative seed, a zero size).
+seed = _number(int, 0, "a seed is a whole number >= 0")
+count = _number(int, 1, "a count is a whole number >= 1")
+size = _number(int, 1, "a size is a whole number >= 1")
+positive = _number(float, 1e-300, "a number > 0")

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from sqaccel.commands.options import count, seed, size
 from sqaccel.errors import SqaccelError
 
 BITS_CHOICES = (2, 3, 4, 8)
@@ -36,12 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-first-last-8bit", dest="first_last_8bit", action="store_false",
                    help="quantise the first and last layers like the others too")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--seed", type=int, default=0, help="digits split and training seed")
+    p.add_argument("--seed", type=seed, default=0, help="digits split and training seed")
     p.add_argument("--cache-dir", default="build/models", help="trained digits model cache")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--resize", type=int, default=256, help="image folder: shorter side")
-    p.add_argument("--crop", type=int, default=224, help="image folder: centre crop")
-    p.add_argument("--num-classes", type=int, help="ResNet outputs (default: from the weights)")
+    p.add_argument("--batch-size", type=count, default=64)
+    p.add_argument("--resize", type=size, default=256, help="image folder: shorter side")
+    p.add_argument("--crop", type=size, default=224, help="image folder: centre crop")
+    p.add_argument("--num-classes", type=count, help="ResNet outputs (default: from the weights)")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
 

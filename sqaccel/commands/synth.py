@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sqaccel.commands.options import add_config_arguments, config_from_args
+from sqaccel.commands.options import add_config_arguments, config_from_args, count, positive, seed
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,11 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, ("rows", "cols", "pe", "act_bits", "weight_bits", "k_max"))
     p.add_argument("--dsp", action=argparse.BooleanOptionalAction, default=True,
                    help="map multipliers to DSP blocks (--no-dsp: LUTs only)")
-    p.add_argument("--freq", type=float, default=None,
+    p.add_argument("--freq", type=positive, default=None,
                    help="nextpnr target frequency in MHz (default: per target, above reach)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
-    p.add_argument("--baud", type=int, default=115_200, help="UART rate of the board top")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per tool run")
+    p.add_argument("--seed", type=seed, default=1, help="nextpnr placement seed")
+    p.add_argument("--baud", type=count, default=115_200, help="UART rate of the board top")
+    p.add_argument("--timeout", type=positive, default=None, help="seconds per tool run")
     p.add_argument("--out", default=str(DEFAULT_OUT), help=f"report root (default {DEFAULT_OUT})")
     p.add_argument("--name", default=None, help="run folder name (default from the design)")
 

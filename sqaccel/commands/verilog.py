@@ -13,13 +13,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "the buffers")
     p.add_argument("--lint", action="store_true", help="also run verilator --lint-only -Wall")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even if it is not a Verilog folder sqaccel wrote")
 
 
 def run(args: argparse.Namespace) -> int:
     from sqaccel.hw.verilog import VERILOG_FILE, generate, lint_findings
 
     cfg = config_from_args(args)
-    out = generate(cfg, args.out, images=args.images)
+    out = generate(cfg, args.out, images=args.images, force=args.force)
     print(f"{out / VERILOG_FILE}: {cfg.name()} ({cfg.rows}x{cfg.cols} {cfg.pe} PEs, "
           f"acc {cfg.acc_bits} bits), with config.json and format.json")
     if args.lint:

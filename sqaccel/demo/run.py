@@ -41,7 +41,7 @@ def step_report(run: DemoRun) -> None:
     from sqaccel.report import write_report
 
     run.write_json("run.json", run_record(run))
-    out = write_report(run.out, run.report_dir)
+    out = write_report(run.out, run.report_dir, run.force)
     run.say(f"wrote {out / 'index.html'} and {out / 'index.md'}")
 
 
@@ -119,8 +119,21 @@ def headline(run: DemoRun) -> list[str]:
 
 
 def _load_progress(run: DemoRun) -> dict:
-    p = _maybe_json(run.out / PROGRESS_FILE)
-    return p if isinstance(p, dict) else {}
+    """The records of the steps earlier runs finished; a damaged record stops the run (its
+    records would be lost), unless --fresh starts over anyway."""
+    path = run.out / PROGRESS_FILE
+    if run.fresh or not path.exists():
+        return {}
+    try:
+        p = json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        p, why = None, str(e)
+    else:
+        why = "not a record of steps"
+    if not isinstance(p, dict) or not all(isinstance(v, dict) for v in p.values()):
+        raise SqaccelError(f"{path}: not a readable progress record ({why}); move it away, "
+                           "or run with --fresh to start over")
+    return p
 
 
 def _reusable(run: DemoRun, step: Step, done: dict) -> bool:
@@ -141,10 +154,19 @@ def run_demo(run: DemoRun, until: str | None = None) -> list[str]:
             raise SqaccelError(f"--until: unknown step {until!r} (choose from "
                                f"{list(STEP_NAMES)})")
         steps = steps[: STEP_NAMES.index(until) + 1]
-    run.out.mkdir(parents=True, exist_ok=True)
+    # Every output place is checked before the first step (sqaccel.files).
+    from sqaccel import files
+    from sqaccel.report import KIND as REPORT_KIND
+
+    files.check_outside(run.report_dir, {"--out": run.out})
+    files.check_replaceable(run.report_dir, REPORT_KIND, run.force)
+    for create in (False, True):  # all checked, and the progress read, before any is made
+        files.check_container(run.out, "demo run", run.force, create)
+        files.check_container(run.cache_dir, "model cache", create=create)
+        if not create:
+            done = _load_progress(run)
     run.state.started = datetime.now(UTC).isoformat(timespec="seconds")
     run.state.timings = []
-    done = _load_progress(run)
     t0 = time.perf_counter()
     current = None
     try:

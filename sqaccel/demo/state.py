@@ -62,6 +62,7 @@ class DemoRun:
     fresh: bool = False
     cosim_images: int = 8
     skip: frozenset[str] = frozenset()
+    force: bool = False  # write into --out and --report even if sqaccel did not make them
     cfg: AccelConfig = field(default_factory=AccelConfig)
     state: DemoState = field(default_factory=DemoState)
 

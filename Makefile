@@ -34,7 +34,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sqaccel sw hw sim tests bench
+	$(VENV)/bin/ruff check sqaccel sw hw sim tests bench constraints
 
 verilog: $(STAMP)
 	$(VENV)/bin/sqaccel verilog --out $(OUT)/verilog $(if $(CONFIG),--config $(CONFIG))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import traceback
 
 import pytest
-
 from bad_inputs import Case, Outcome, cases, fill, make_images, snapshot
+
 from sqaccel import cli
 
 CASES = cases()

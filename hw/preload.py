@@ -28,15 +28,17 @@ from sqaccel.imagecodec import MANIFEST, ImageError
 @dataclass
 class PlacedLayer:
     """Where a preloaded layer sits: the command fields a host needs besides M and the
-    activations."""
+    activations. A grouped layer runs one command per group: group g's bases are these plus
+    ``g`` times the per-group strides (``sqaccel.abi.image_format`` of one group)."""
 
     name: str
     k: int
-    n: int
+    n: int  # per group
     relu: bool
     w_base: int
     step_base: int
     param_base: int
+    groups: int = 1
 
 
 @dataclass
@@ -76,10 +78,14 @@ def _built_config(manifest: dict, mp: Path, cfg: AccelConfig) -> AccelConfig:
     return built
 
 
-def _gemm_fields(meta: dict, mp: Path) -> tuple[str, int, int, str, bool]:
+def _gemm_fields(meta: dict, mp: Path) -> tuple[str, int, int, str, bool, int]:
+    """(name, K per group, N per group, PE kind, ReLU, groups) of a GEMM step."""
     try:
-        return (str(meta["name"]), int(meta["K"]), int(meta["N"]), str(meta["pe"]),
-                bool(meta["relu"]))
+        g = int(meta.get("groups", 1))
+        name, k, n = str(meta["name"]), int(meta["K"]), int(meta["N"])
+        if g < 1 or n % g:
+            raise ValueError(f"{g} groups for N = {n}")
+        return name, k, n // g, str(meta["pe"]), bool(meta["relu"]), g
     except (KeyError, TypeError, ValueError) as e:
         raise ImageError(f"{mp}: a GEMM step lacks {e}") from None
 
@@ -97,7 +103,7 @@ def read_images(cfg: AccelConfig, directory: str | Path) -> Preload:
     for meta in manifest["steps"]:
         if not isinstance(meta, dict) or meta.get("op") != "gemm":
             continue
-        name, k, n, pe, relu = _gemm_fields(meta, mp)
+        name, k, n, pe, relu, groups = _gemm_fields(meta, mp)
         if k > cfg.k_max:
             raise ConfigError(f"{mp}: layer {name!r} has K = {k}, more than K_max = "
                               f"{cfg.k_max}")
@@ -113,21 +119,21 @@ def read_images(cfg: AccelConfig, directory: str | Path) -> Preload:
             fname = fnames[kind]
             got = (int(manifest["files"][fname]["words"]), int(manifest["files"][fname]["lanes"]),
                    int(manifest["files"][fname]["lane_bits"]))
-            want = abi.image_format(kind, k, n, built)
+            want = abi.image_format(kind, k, n, built, groups)
             if got != want:
                 raise ImageError(f"{d / fname}: {kind} image of {got[0]} words x {got[1]} "
                                  f"lanes x {got[2]} bits, layer {name!r} needs {want}")
             ws = files[fname]
             if kind == "bias" and built.acc_bits != cfg.acc_bits:
                 try:
-                    ws = abi.repack_bias(ws, n, built.acc_bits, cfg)
+                    ws = abi.repack_bias(ws, built.acc_bits, cfg)
                 except abi.WordError as e:
                     raise ImageError(f"{d / fname}: {e}") from None
             if kind == "steps":
                 check_step_words(cfg, ws, str(d / fname))
             words[kind].extend(ws)
         layers.append(PlacedLayer(name, k, n, relu, bases["weights"], bases.get("steps", 0),
-                                  bases["bias"]))
+                                  bases["bias"], groups))
     if not layers:
         raise ImageError(f"{mp}: no GEMM layer")
     for kind, ws in words.items():

@@ -78,11 +78,13 @@ def results_to_matrix(words: Sequence[int], m: int, n: int, cfg: AccelConfig) ->
 
 
 def result_mismatches(
-    expected: torch.Tensor, words: Sequence[int], cfg: AccelConfig, row_offset: int = 0
+    expected: torch.Tensor, words: Sequence[int], cfg: AccelConfig, row_offset: int = 0,
+    col_offset: int = 0,
 ) -> tuple[list[Mismatch], int]:
     """Compare every result word of a [M, N] output with the words the model's output makes
     (padding lanes must be 0); returns the differences and the number of lanes compared.
-    Row indices are reported plus ``row_offset`` (the command's first row in its layer)."""
+    Row and column indices are reported plus ``row_offset`` and ``col_offset`` (where the
+    command's output sits in its layer's)."""
     m, n = expected.shape
     want = abi.result_words(expected, cfg)
     total = len(want) * cfg.cols
@@ -98,15 +100,16 @@ def result_mismatches(
     for w, lane in zip(*np.nonzero(e != a), strict=True):
         j, row = divmod(int(w), m)
         col = j * cfg.cols + int(lane)
-        index = f"m={row + row_offset}, n={col}" + (" (padding lane)" if col >= n else "")
+        index = (f"m={row + row_offset}, n={col + col_offset}"
+                 + (" (padding lane)" if col >= n else ""))
         out.append(Mismatch(index, int(e[w, lane]), int(a[w, lane]), f"word {w}, lane {lane}"))
     return out, total
 
 
 def check_results(what: str, expected: torch.Tensor, words: Sequence[int],
-                  cfg: AccelConfig, row_offset: int = 0) -> None:
+                  cfg: AccelConfig, row_offset: int = 0, col_offset: int = 0) -> None:
     """Raise CheckFailure naming ``what`` when any result word differs."""
-    mism, total = result_mismatches(expected, words, cfg, row_offset)
+    mism, total = result_mismatches(expected, words, cfg, row_offset, col_offset)
     fail_if(what, mism, total)
 
 

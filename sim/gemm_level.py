@@ -49,9 +49,9 @@ def command_timeout(cfg: AccelConfig, m: int, n: int, k: int, ready_prob: float 
 
 def command(cfg: AccelConfig, name: str, m: int, n: int, k: int, relu: bool, *,
             expected: torch.Tensor | None = None, bases: dict[str, int] | None = None,
-            row_offset: int = 0) -> jobs.Command:
+            row_offset: int = 0, **where) -> jobs.Command:
     """One command of a job: its fields, the cycle count hw.timing gives it, a timeout, and
-    the output it must produce ([M, N]) when given."""
+    the output it must produce ([M, N]) when given (``where``: col_offset, group, load)."""
     return jobs.Command(
         name=name,
         fields={"m": m, "n": n, "k": k, "relu": int(relu), **(bases or {})},
@@ -59,6 +59,7 @@ def command(cfg: AccelConfig, name: str, m: int, n: int, k: int, relu: bool, *,
         timeout=command_timeout(cfg, m, n, k),
         row_offset=row_offset,
         expected=None if expected is None else jobs.tensor_to_json(expected),
+        **where,
     )
 
 

@@ -41,16 +41,21 @@ def tensor_from_json(d: dict) -> torch.Tensor:
 
 @dataclass
 class Command:
-    """One command: its fields (m, n, k, relu and the base addresses), the rows of its
-    layer it computes, its expected output [M, N] (None where the network test gets it from
-    its step), its cycle count (hw.timing) and a timeout in cycles."""
+    """One command: its fields (m, n, k, relu and the base addresses), where its output sits
+    in its layer's (``group``, ``row_offset``, ``col_offset`` within the group), its
+    expected output [M, N] (None where the network test gets it from its step), its cycle
+    count (hw.timing), a timeout in cycles, and the ranges of the layer's image words to
+    load before it (``load``: kind -> [first, end); network steps)."""
 
     name: str
     fields: dict
     cycles: int
     timeout: int
     row_offset: int = 0
+    col_offset: int = 0
+    group: int = 0
     expected: dict | None = None
+    load: dict[str, list[int]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, d: dict) -> Command:

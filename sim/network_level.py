@@ -30,61 +30,77 @@ from sqaccel.sim.gemm_level import command
 from sqaccel.sim.runner import CosimResult
 from sqaccel.sw import images
 from sqaccel.sw.images import LoadedImages, reference_inputs
-from sqaccel.sw.intnet import IntLayer, gemm_operands
+from sqaccel.sw.intnet import INPUT, IntLayer, gemm_operands
 
 
 def _loaded(source: str | Path | LoadedImages) -> LoadedImages:
     return source if isinstance(source, LoadedImages) else images.load(source)
 
 
-def layer_commands(cfg: AccelConfig, name: str, m: int, k: int, n: int, relu: bool,
+def layer_commands(cfg: AccelConfig, name: str, layer: dict, m: int,
                    expected: torch.Tensor | None = None) -> list[jobs.Command]:
-    """A layer's commands: one per row range whose activations fit the buffer (the
-    layer's weights stay loaded); each with its rows of ``expected`` [M, N] when given."""
+    """A GEMM layer's commands (``sqaccel.abi.gemm_commands``): per group, per run of column
+    tiles that fits the buffers, per run of rows; each with the word ranges of the layer's
+    images it loads, and, when ``expected`` [M, N] is given, its part of it. ``layer`` is
+    the step's manifest record."""
+    g = int(layer.get("groups", 1))
+    k, n = int(layer["K"]), int(layer["N"]) // g
+    plan = abi.gemm_commands(cfg, m, k, n, g)
     out = []
-    for r0, r1 in abi.row_chunks(cfg, m, k):
-        what = f"layer {name!r}" + (f" (rows {r0}..{r1 - 1} of {m})" if (r0, r1) != (0, m)
-                                    else "")
-        out.append(command(cfg, what, r1 - r0, n, k, relu, row_offset=r0,
-                           expected=None if expected is None else expected[r0:r1]))
+    for c in plan:
+        (r0, r1), (c0, c1) = c.rows, c.cols
+        col0 = c.group * n + c0
+        parts = [f"group {c.group}"] if g > 1 else []
+        if (r0, r1) != (0, m):
+            parts.append(f"rows {r0}..{r1 - 1} of {m}")
+        if (c0, c1) != (0, n):
+            parts.append(f"columns {col0}..{c.group * n + c1 - 1}")
+        what = f"layer {name!r}" + (f" ({', '.join(parts)})" if parts else "")
+        want = None if expected is None else expected[r0:r1, col0 : col0 + c.n]
+        out.append(command(cfg, what, c.m, c.n, k, bool(layer["relu"]), row_offset=r0,
+                           expected=want, col_offset=col0, group=c.group,
+                           load={kind: list(r) for kind, r in c.load.items()}))
     return out
+
+
+def command_loads(words: dict[str, list[int]], cmd: jobs.Command) -> dict[str, list[int]]:
+    """The layer image words a command loads before it runs."""
+    return {kind: words[kind][a:b] for kind, (a, b) in cmd.load.items()}
 
 
 @dataclass
 class LayerRun:
-    """One GEMM layer of an images folder, ready to run: the config, the layer's image
-    words, its GEMM input X [M, K] and the golden model's output [M, N]."""
+    """One GEMM layer of an images folder, ready to run: the config, the layer's record and
+    image words, its GEMM inputs X [G, M, K] and the golden model's output [M, N]."""
 
     cfg: AccelConfig
     name: str
+    layer: dict
     words: dict[str, list[int]]
     x: torch.Tensor
     expected: torch.Tensor
-    relu: bool
 
     def commands(self) -> list[jobs.Command]:
-        m, k = self.x.shape
-        return layer_commands(self.cfg, self.name, m, k, self.expected.shape[1], self.relu,
-                              self.expected)
+        return layer_commands(self.cfg, self.name, self.layer, self.x.shape[1], self.expected)
 
     def batches(self) -> list[jobs.Batch]:
-        """The first command loads the layer's words; every one loads its rows'
-        activations."""
+        """Per command: its image words (when it loads any) and its rows' activations."""
         out = []
-        for i, c in enumerate(self.commands()):
-            rows = self.x[c.row_offset : c.row_offset + c.fields["m"]]
-            load = dict(self.words) if i == 0 else {}
-            load["act"] = abi.activation_words(rows, self.cfg)
+        for c in self.commands():
+            load = command_loads(self.words, c)
+            load["act"] = abi.activation_words(
+                self.x[c.group, c.row_offset : c.row_offset + c.fields["m"]], self.cfg)
             out.append(jobs.Batch(load, [c]))
         return out
 
     def summary(self) -> dict:
         """What the layer makes the RTL do, in the keys of ``NetworkRun.layers``."""
         cmds = self.commands()
-        m, n = self.expected.shape
-        return {"M": m, "K": self.x.shape[1], "N": n, "commands": len(cmds),
+        return {"M": self.x.shape[1], "K": self.x.shape[2], "N": self.expected.shape[1],
+                "groups": self.x.shape[0], "commands": len(cmds),
                 "cycles": sum(c.cycles for c in cmds),
-                "result_words": len(abi.result_words(self.expected, self.cfg))}
+                "result_words": sum(abi.col_tiles(self.cfg, c.fields["n"]) * c.fields["m"]
+                                    for c in cmds)}
 
 
 def layer_runs(source: str | Path | LoadedImages, layers: Sequence[str] | None = None,
@@ -97,10 +113,12 @@ def layer_runs(source: str | Path | LoadedImages, layers: Sequence[str] | None =
     if layers is None:
         layers = [la.name for la in net.gemm_layers()]
     x = reference_inputs(loaded) if x_int is None else arith.as_i64(x_int)
+    metas = {m["name"]: m for m in loaded.manifest["steps"] if m.get("op") == "gemm"}
     out = []
     for name in layers:
         ops = net.operands(name, x)
-        out.append(LayerRun(net.cfg, name, loaded.layer_words(name), ops.x, ops.out, ops.relu))
+        out.append(LayerRun(net.cfg, name, metas[name], loaded.layer_words(name), ops.x,
+                            ops.out))
     return out
 
 
@@ -131,26 +149,24 @@ def run_layers(source: str | Path | LoadedImages, layers: Sequence[str] | None =
 
 def network_steps(loaded: LoadedImages, x: torch.Tensor) -> list[jobs.NetworkStep]:
     """Every step of the network for the testbench, with the golden model's outputs on
-    ``x``."""
+    ``x`` (a GEMM step's as [M, N])."""
     net = loaded.network
-    golden = net.run(x, record=True)
-    steps, prev = [], "input"
-    tensors = {"input": x}
+    golden = net.run(x, record=True).outputs
+    tensors = {INPUT: x, **golden}
+    metas = {m["name"]: m for m in loaded.manifest["steps"]}
+    steps = []
     for step in net.steps:
-        inp = tensors[prev]
+        meta = metas[step.name]
         if isinstance(step, IntLayer):
-            ops = gemm_operands(step, inp, net.cfg)
-            m, k = ops.x.shape
+            ops = gemm_operands(step, tensors[step.inputs[0]], net.cfg)
             steps.append(jobs.NetworkStep(
-                op="gemm", name=step.name, params=step.meta(), inputs=[prev],
+                op="gemm", name=step.name, params=meta, inputs=list(step.inputs),
                 expected=jobs.tensor_to_json(ops.out), words=loaded.layer_words(step.name),
-                commands=layer_commands(net.cfg, step.name, m, k, step.n, step.relu)))
+                commands=layer_commands(net.cfg, step.name, meta, ops.x.shape[1])))
         else:
             steps.append(jobs.NetworkStep(
-                op=step.op, name=step.name, params=step.meta(), inputs=[prev],
-                expected=jobs.tensor_to_json(golden.outputs[step.name])))
-        tensors[step.name] = golden.outputs[step.name]
-        prev = step.name
+                op=step.op, name=step.name, params=meta, inputs=list(step.inputs),
+                expected=jobs.tensor_to_json(golden[step.name])))
     return steps
 
 

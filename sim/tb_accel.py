@@ -50,7 +50,7 @@ async def run_checked(tb: AccelTB, fmt: HostFormat, cfg: AccelConfig, cmd: jobs.
     words: list[int] = []
     try:
         words = await run_command(tb, fmt, cmd)
-        checker.check_results(cmd.name, expected, words, cfg, cmd.row_offset)
+        checker.check_results(cmd.name, expected, words, cfg, cmd.row_offset, cmd.col_offset)
     except checker.CheckFailure as e:
         failures.append(str(e))
     return words
@@ -67,22 +67,24 @@ def summarise(failures: list[str], done: int, what: str) -> None:
 
 async def run_gemm_step(tb: AccelTB, fmt: HostFormat, cfg: AccelConfig,
                         step: jobs.NetworkStep, x: torch.Tensor) -> torch.Tensor:
-    """One GEMM step on the RTL: its words, then per command its rows of the lowered input;
-    every result word against the golden [M, N]. Returns the step's output tensor."""
+    """One GEMM step on the RTL, command by command: the image words the command loads,
+    its rows of its group's lowered input; every result word against the golden [M, N].
+    Returns the step's output tensor, assembled from the RTL's results."""
     xm, lead = arith.lower(step.params, x)
     expected = jobs.tensor_from_json(step.expected)
+    y = torch.zeros_like(expected)
     failures: list[str] = []
-    parts = []
-    for i, cmd in enumerate(step.commands):
-        r0 = cmd.row_offset
-        load = dict(step.words) if i == 0 else {}
-        load["act"] = abi.activation_words(xm[r0 : r0 + cmd.fields["m"]], cfg)
+    for cmd in step.commands:
+        r0, c0 = cmd.row_offset, cmd.col_offset
+        m, n = cmd.fields["m"], cmd.fields["n"]
+        load = {kind: step.words[kind][a:b] for kind, (a, b) in cmd.load.items()}
+        load["act"] = abi.activation_words(xm[cmd.group, r0 : r0 + m], cfg)
         await tb.send(load_packets(fmt, load))
-        rows = expected[r0 : r0 + cmd.fields["m"]]
-        words = await run_checked(tb, fmt, cfg, cmd, rows, failures)
+        part = expected[r0 : r0 + m, c0 : c0 + n]
+        words = await run_checked(tb, fmt, cfg, cmd, part, failures)
         summarise(failures, len(step.commands), f"commands of layer {step.name!r}")
-        parts.append(checker.results_to_matrix(words, rows.shape[0], rows.shape[1], cfg))
-    return arith.gemm_output(step.params, torch.cat(parts), lead)
+        y[r0 : r0 + m, c0 : c0 + n] = checker.results_to_matrix(words, m, n, cfg)
+    return arith.gemm_output(step.params, y, lead)
 
 
 try:
@@ -134,20 +136,22 @@ if cocotb is not None:
         layers = {}
         out = x
         for step in job.network:
-            (src,) = step.inputs
+            ins = [tensors[i] for i in step.inputs]
             if step.op == "gemm":
                 # Every result word is checked against the golden GEMM output, command by
                 # command; the step's output is then the RTL's own.
                 s0, w0, r0 = tb.command_cycles, tb.host.sent, len(tb.results.words)
-                out = await run_gemm_step(tb, fmt, cfg, step, tensors[src])
+                out = await run_gemm_step(tb, fmt, cfg, step, ins[0])
+                expected = step.expected["shape"]
                 layers[step.name] = {
-                    "commands": len(step.commands), "M": sum(c.fields["m"] for c in
-                                                             step.commands),
-                    "K": step.commands[0].fields["k"], "N": step.commands[0].fields["n"],
+                    "commands": len(step.commands), "M": expected[0],
+                    "K": step.commands[0].fields["k"], "N": expected[1],
+                    "groups": int(step.params.get("groups", 1)),
                     "cycles": tb.command_cycles - s0, "host_words": tb.host.sent - w0,
                     "result_words": len(tb.results.words) - r0}
             else:
-                out = arith.host_step(step.params, tensors[src])
+                out = arith.host_step(step.params, ins if step.op in ("add", "requant")
+                                      else ins[0])
                 checker.check_tensor(f"step {step.name!r} output",
                                      jobs.tensor_from_json(step.expected), out)
             tensors[step.name] = out

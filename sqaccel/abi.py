@@ -402,18 +402,33 @@ def result_words(y, cfg: AccelConfig) -> list[int]:
     return pack(lanes, cfg.acc_bits)
 
 
-def layer_words(codes, tables, bias, m, s, cfg: AccelConfig) -> dict[str, list[int]]:
-    """The image words of one GEMM layer (``tables`` None on the multiplier PE)."""
-    out = {"weights": weight_words(codes, cfg)}
+def layer_words(codes, tables, bias, m, s, cfg: AccelConfig, groups: int = 1
+                ) -> dict[str, list[int]]:
+    """The image words of one GEMM layer (``tables`` None on the multiplier PE): codes
+    [K, N], tables [N, L], bias, M and S [N]. A grouped layer's groups (N/G columns each)
+    follow one another in every image; a per-layer step table is written once."""
+    codes = np.asarray(codes, dtype=np.int64)
+    ng = codes.shape[1] // groups
+    cols = [slice(g * ng, (g + 1) * ng) for g in range(groups)]
+    out = {"weights": [w for c in cols for w in weight_words(codes[:, c], cfg)]}
     if tables is not None:
-        out["steps"] = step_words(tables, cfg)
-    out["bias"] = bias_words(bias, cfg)
-    out["requant"] = requant_words(m, s, cfg)
+        t = np.asarray(tables, dtype=np.int64)
+        out["steps"] = (step_words(t, cfg) if cfg.step_tables == "layer" else
+                        [w for c in cols for w in step_words(t[c], cfg)])
+    b = np.asarray(bias, dtype=np.int64)
+    mm, ss = np.asarray(m, dtype=np.int64), np.asarray(s, dtype=np.int64)
+    out["bias"] = [w for c in cols for w in bias_words(b[c], cfg)]
+    out["requant"] = [w for c in cols for w in requant_words(mm[c], ss[c], cfg)]
     return out
 
 
-def image_format(kind: str, k: int, n: int, cfg: AccelConfig) -> tuple[int, int, int]:
-    """(words, lanes, lane bits) of one image of a [K, N] layer on ``cfg``."""
+def image_format(kind: str, k: int, n: int, cfg: AccelConfig, groups: int = 1
+                 ) -> tuple[int, int, int]:
+    """(words, lanes, lane bits) of one image of a layer of ``groups`` GEMMs of [K, N]
+    each on ``cfg``."""
+    if groups > 1 and not (kind == "steps" and cfg.step_tables == "layer"):
+        words, lanes, bits = image_format(kind, k, n, cfg)
+        return groups * words, lanes, bits
     ct = col_tiles(cfg, n)
     if kind == "weights":
         return ct * k, cfg.cols, cfg.weight_bits
@@ -493,31 +508,80 @@ def results_from_words(words: Sequence[int], m: int, n: int, cfg: AccelConfig
     return lanes.reshape(m, -1)
 
 
-def repack_bias(words: Sequence[int], n: int, from_bits: int, cfg: AccelConfig) -> list[int]:
+def repack_bias(words: Sequence[int], from_bits: int, cfg: AccelConfig) -> list[int]:
     """Bias words packed at another acc_bits (images for another K_max), re-packed for
     ``cfg``; a bias outside this build's ±bias_max is refused."""
-    b = bias_from_words(words, n, cfg, acc_bits=from_bits)
+    b = unpack(words, cfg.cols, from_bits, signed=True)
     if np.abs(b).max(initial=0) > cfg.bias_max:
         raise WordError(f"a bias is outside ±{cfg.bias_max} of this build")
     return pack(b.reshape(-1, cfg.cols), cfg.acc_bits)
 
 
 def capacity_problems(cfg: AccelConfig, k: int, n: int) -> list[str]:
-    """What keeps a [K, N] layer from running on ``cfg`` on its own (empty: it fits)."""
+    """What keeps a GEMM of [K, N] (per group) from running on ``cfg`` (empty: it fits).
+    Its column tiles and rows may be run a part at a time (``gemm_commands``), so one
+    column tile's weights and one row tile's activations must fit their buffers."""
     out = []
     if k > cfg.k_max:
         out.append(f"K = {k} exceeds K_max = {cfg.k_max}")
-    if n > cfg.n_max:
-        out.append(f"N = {n} exceeds n_max = {cfg.n_max}")
-    bufs = buffers(cfg)
-    for kind in IMAGE_KINDS:
-        if kind in bufs:
-            words = image_format(kind, k, n, cfg)[0]
-            if words > bufs[kind].depth:
-                out.append(f"{words} {kind} words, the {kind} buffer holds {bufs[kind].depth}")
+    if k > cfg.weight_depth:
+        out.append(f"one column tile needs {k} weight words, the weight buffer holds "
+                   f"{cfg.weight_depth}")
     if k > cfg.act_depth:
         out.append(f"one row tile needs {k} activation words, the activation buffer holds "
                    f"{cfg.act_depth}")
+    if cfg.n_max < cfg.cols and n > cfg.n_max:
+        out.append(f"N = {n} exceeds n_max = {cfg.n_max}, which is less than a column tile")
+    return out
+
+
+@dataclass(frozen=True)
+class GemmCommand:
+    """One command of a GEMM layer as a host runs it: group ``group``'s rows ``rows`` and
+    columns ``cols`` (within the group), with K ``k``. Before it, the host loads at address
+    0 of each buffer the layer's image words ``load`` names (kind -> word range; empty: the
+    words of the command before stay), and the activation words of its rows; every base
+    address of the command is 0."""
+
+    group: int
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    k: int
+    load: dict[str, tuple[int, int]]
+
+    @property
+    def m(self) -> int:
+        return self.rows[1] - self.rows[0]
+
+    @property
+    def n(self) -> int:
+        return self.cols[1] - self.cols[0]
+
+
+def gemm_commands(cfg: AccelConfig, m: int, k: int, n: int, groups: int = 1
+                  ) -> list[GemmCommand]:
+    """The commands that run a layer of ``groups`` GEMMs of [M, K] x [K, N] (N per group) on
+    ``cfg``: per group, runs of column tiles whose words fit the weight, step and parameter
+    buffers, and within each, runs of rows whose activation words fit the activation
+    buffer (docs/arithmetic.md, section 7)."""
+    problems = capacity_problems(cfg, k, n)
+    if problems:
+        raise WordError(f"a [{m}, {k}] x [{k}, {n}] GEMM does not fit: {'; '.join(problems)}")
+    t = col_tiles(cfg, n)
+    per = max(1, min(cfg.weight_depth // k, cfg.n_max // cfg.cols))
+    levels = cfg.levels
+    out = []
+    for g in range(groups):
+        for j0 in range(0, t, per):
+            j1 = min(t, j0 + per)
+            a, b = g * t + j0, g * t + j1
+            load = {"weights": (a * k, b * k), "bias": (a, b), "requant": (a, b)}
+            if cfg.pe == "shift":
+                load["steps"] = ((0, levels) if cfg.step_tables == "layer"
+                                 else (a * levels, b * levels))
+            cols = (j0 * cfg.cols, min(n, j1 * cfg.cols))
+            for i, rows in enumerate(row_chunks(cfg, m, k)):
+                out.append(GemmCommand(g, rows, cols, k, load if i == 0 else {}))
     return out
 
 

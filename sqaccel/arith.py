@@ -144,6 +144,19 @@ def gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, cfg: AccelConfig)
     return bias.unsqueeze(0) + x @ w
 
 
+def grouped_gemm(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, cfg: AccelConfig
+                 ) -> torch.Tensor:
+    """The accumulators [M, N] of G GEMMs side by side: ``x`` [G, M, K] and ``w`` [K, N],
+    column n belonging to group ``n // (N/G)``."""
+    x, w = as_i64(x), as_i64(w)
+    g = x.shape[0]
+    if x.dim() != 3 or w.dim() != 2 or w.shape[1] % g:
+        raise OperandError(f"grouped GEMM: X {tuple(x.shape)}, W {tuple(w.shape)} do not chain")
+    ng = w.shape[1] // g
+    return torch.cat([gemm(x[i], w[:, i * ng : (i + 1) * ng], bias[i * ng : (i + 1) * ng],
+                           cfg) for i in range(g)], dim=1)
+
+
 def requant(
     acc: torch.Tensor, m: torch.Tensor, s: torch.Tensor, act_bits: int, relu: bool = True
 ) -> torch.Tensor:
@@ -178,7 +191,7 @@ def choose_requant(scale: float) -> tuple[int, int]:
 
 # -- GEMM lowering and the host steps (section 6) ------------------------------------------
 
-HOST_OPS = ("relu", "maxpool", "avgpool", "flatten")
+HOST_OPS = ("relu", "maxpool", "avgpool", "flatten", "add", "requant")
 
 
 def _pair(v) -> tuple[int, int]:
@@ -209,23 +222,26 @@ def im2col(
 
 
 def lower(layer: Mapping, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """The GEMM operand X [M, K] of a GEMM step's input (``layer``: the manifest's record:
-    kind, in_channels, kernel, stride, padding, dilation, in_zero_point), and the output's
-    leading shape for ``gemm_output``."""
+    """The GEMM operands X [G, M, K] of a GEMM step's input, one per group (``layer``: the
+    manifest's record: kind, in_channels, groups, kernel, stride, padding, dilation,
+    in_zero_point), and the output's leading shape for ``gemm_output``. Group ``i`` takes
+    input channels ``i*Cin/G ..``: its K columns are a contiguous run of im2col's."""
     x = as_i64(x)
     name, cin = layer.get("name"), int(layer["in_channels"])
+    g = int(layer.get("groups", 1))
     kernel = _pair(layer["kernel"])
     k = cin * kernel[0] * kernel[1]
     if layer["kind"] == "linear":
         if x.dim() != 2 or x.shape[1] != k:
             raise OperandError(
                 f"layer {name!r}: Linear expects input [batch, {k}], got {tuple(x.shape)}")
-        return x, (x.shape[0],)
+        return x.unsqueeze(0), (x.shape[0],)
     if x.dim() != 4 or x.shape[1] != cin:
         raise OperandError(f"layer {name!r}: Conv2d expects input [batch, {cin}, H, W], got "
                            f"{tuple(x.shape)}")
-    return im2col(x, kernel, _pair(layer["stride"]), _pair(layer["padding"]),
-                  _pair(layer["dilation"]), int(layer["in_zero_point"]))
+    xm, lead = im2col(x, kernel, _pair(layer["stride"]), _pair(layer["padding"]),
+                      _pair(layer["dilation"]), int(layer["in_zero_point"]))
+    return xm.reshape(xm.shape[0], g, k // g).permute(1, 0, 2).contiguous(), lead
 
 
 def gemm_output(layer: Mapping, y: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
@@ -236,11 +252,31 @@ def gemm_output(layer: Mapping, y: torch.Tensor, lead: tuple[int, ...]) -> torch
     return y
 
 
-def host_step(step: Mapping, x: torch.Tensor) -> torch.Tensor:
-    """One step between GEMMs, from its manifest record: ``relu`` (clamp at the zero point),
+def rescale(step: Mapping, xs) -> torch.Tensor:
+    """``add`` / ``requant``: ``clamp(((sum_i (t_i - z_i) * M_i[c] + 2^(S[c]-1)) >> S[c])
+    + z_y, 0, 2^A - 1)`` per channel c (dim 1), from the step's record: ``m`` (per input, per
+    channel), ``s`` (per channel), ``in_zero_points``, ``zero_point``, ``act_max``."""
+    xs = [as_i64(t) for t in (xs if isinstance(xs, list | tuple) else [xs])]
+    name, ms = step.get("name"), step["m"]
+    if len(xs) != len(ms) or any(t.shape != xs[0].shape for t in xs):
+        raise OperandError(f"step {name!r}: {len(xs)} inputs of shapes "
+                           f"{[tuple(t.shape) for t in xs]} for {len(ms)} factors")
+    shape = [1, -1] + [1] * (xs[0].dim() - 2)
+    s = as_i64(step["s"]).reshape(shape)
+    total = sum((t - int(z)) * as_i64(m).reshape(shape)
+                for t, z, m in zip(xs, step["in_zero_points"], ms, strict=True))
+    y = ((total + (torch.ones_like(s) << (s - 1))) >> s) + int(step["zero_point"])
+    return y.clamp(0, int(step["act_max"]))
+
+
+def host_step(step: Mapping, x) -> torch.Tensor:
+    """One step between GEMMs, from its manifest record: ``add`` / ``requant`` (``rescale``,
+    on a list of inputs), ``relu`` (clamp at the zero point),
     ``maxpool`` (the integer maximum: quantisation is monotone), ``avgpool`` (kernel None:
     global; ``(sum + n // 2) // n``, half-up), ``flatten`` (PyTorch's (C, H, W) order)."""
     op, name = step.get("op"), step.get("name")
+    if op in ("add", "requant"):
+        return rescale(step, x)
     x = as_i64(x)
     if op == "flatten":
         return x.reshape(x.shape[0], -1)

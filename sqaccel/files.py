@@ -25,7 +25,6 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqaccel.errors import SqaccelError
@@ -134,8 +133,9 @@ def read_marker(folder: Path) -> dict | None:
 
 def write_marker(folder: Path, kind: str, entries: list[str] | None) -> None:
     """Mark ``folder`` as a ``kind`` output holding ``entries`` (None: a container)."""
+    # No time stamp: the same output is the same bytes.
     marker = {"format": MARKER_FORMAT, "version": MARKER_VERSION, "kind": kind,
-              "entries": entries, "written": datetime.now(UTC).isoformat(timespec="seconds")}
+              "entries": entries}
     write_text(Path(folder) / MARKER, json.dumps(marker, indent=1) + "\n")
 
 

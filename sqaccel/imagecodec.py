@@ -21,7 +21,7 @@ from sqaccel.errors import SqaccelError
 
 MANIFEST = "manifest.json"
 FORMAT = "sqaccel-images"
-VERSION = 1
+VERSION = 2
 FILE_FORMATS = ("hex", "bin")
 MANIFEST_KEYS = ("config", "input", "steps", "files")
 ENTRY_KEYS = ("layer", "image", "format", "words", "word_bits", "lanes", "lane_bits", "sha256")

@@ -10,9 +10,7 @@ plan (``sqaccel.sw.plan``).
 
 from __future__ import annotations
 
-import copy
 import math
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from torch import nn
 
 from sqaccel.config import SUPPORTED_ACT_BITS
 from sqaccel.errors import SqaccelError
-from sqaccel.sw.plan import sequential_plan
+from sqaccel.sw.plan import INPUT, PlanModule, plan, quant_points, run
 
 CALIBRATION_METHODS = ("mse", "percentile")
 # Clip candidates of the MSE search, as fractions of the observed range.
@@ -81,10 +79,11 @@ class ActQuant:
 
 @dataclass
 class ActScales:
-    """The network input's quantisation and that of every Conv2d/Linear + ReLU output."""
+    """The network input's quantisation and that of every other tensor that becomes an
+    A-bit activation (``plan.quant_points``: GEMM + activation outputs, adds, requants)."""
 
     input: ActQuant
-    outputs: dict[str, ActQuant] = field(default_factory=dict)  # GEMM layer name -> quant
+    outputs: dict[str, ActQuant] = field(default_factory=dict)  # step name -> quant
     method: str = "mse"
 
     def __post_init__(self) -> None:
@@ -93,10 +92,10 @@ class ActScales:
                 raise SqaccelError(
                     f"layer {name!r}: {q.bits}-bit output, {self.input.bits}-bit input"
                 )
-            if q.zero_point != 0:
-                raise SqaccelError(
-                    f"layer {name!r}: a ReLU output has zero point 0, got {q.zero_point}"
-                )
+
+    def quants(self) -> dict[str, ActQuant]:
+        """Step name (``"input"`` for the input) -> its quantisation, for ``plan.run``."""
+        return {INPUT: self.input, **self.outputs}
 
     @property
     def bits(self) -> int:
@@ -122,24 +121,14 @@ class ActScales:
 
 
 def collect_activations(
-    model: nn.Sequential, x: torch.Tensor
+    model: nn.Module, x: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The input and every Conv2d/Linear + ReLU output of ``model`` on ``x`` (float)."""
-    plan = sequential_plan(model)
-    outs: dict[str, torch.Tensor] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            h = x
-            for step in plan:
-                h = step.module(h)
-                if step.kind == "gemm" and step.relu is not None:
-                    h = torch.relu(h)
-                    outs[step.name] = h
-    finally:
-        model.train(was_training)
-    return x, outs
+    """The input and every tensor of ``model`` on ``x`` that becomes an A-bit activation
+    (``plan.quant_points``), in floating point."""
+    p = plan(model)
+    with torch.no_grad():
+        _, t = run(p, x, record=True)
+    return x, {name: t[name] for name in quant_points(p) if name != INPUT}
 
 
 def _fq_error(x: torch.Tensor, lo: float, hi: float, bits: int) -> tuple[float, ActQuant]:
@@ -239,57 +228,24 @@ def one_thread() -> Iterator[None]:
 # -- the fake-quantised float model -------------------------------------------------------
 
 
-class FakeQuantAct(nn.Module):
-    """Rounds a tensor to the grid of an ``ActQuant`` (and clamps to its range)."""
-
-    def __init__(self, quant: ActQuant) -> None:
-        super().__init__()
-        self.quant = quant
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.quant.fake(x)
-
-    def extra_repr(self) -> str:
-        q = self.quant
-        return f"scale={q.scale:.6g}, zero_point={q.zero_point}, bits={q.bits}"
-
-
-def _with_weights(m: nn.Module, name: str, qweights: dict | None) -> nn.Module:
-    m = copy.deepcopy(m)
-    if qweights is not None and isinstance(m, nn.Conv2d | nn.Linear):
-        if name not in qweights:
-            raise SqaccelError(f"layer {name!r}: no quantised weights")
-        w = qweights[name].dequantize()
-        if tuple(w.shape) != tuple(m.weight.shape):
+def fake_quant_model(
+    model: nn.Module, scales: ActScales, qweights: dict | None = None
+) -> nn.Module:
+    """The float model the integer network approximates: dequantised weights (when
+    ``qweights`` is given), and every tensor the integer network holds as an A-bit
+    activation rounded to its calibrated grid (``plan.run``)."""
+    p = plan(model)
+    weights = {}
+    for name, qw in (qweights or {}).items():
+        w = qw.dequantize()
+        mod = p.step(name).module
+        if tuple(w.shape) != tuple(mod.weight.shape):
             raise SqaccelError(
                 f"layer {name!r}: quantised weight shape {tuple(w.shape)}, layer expects "
-                f"{tuple(m.weight.shape)}"
+                f"{tuple(mod.weight.shape)}"
             )
-        with torch.no_grad():
-            m.weight.copy_(w.to(m.weight.dtype))
-    return m
-
-
-def fake_quant_model(
-    model: nn.Sequential, scales: ActScales, qweights: dict | None = None
-) -> nn.Sequential:
-    """The float model the integer network approximates: dequantised weights (when
-    ``qweights`` is given), the input and every Conv2d/Linear + ReLU output rounded to the
-    calibrated grid, and average-pool outputs re-rounded to their input's grid (the integer
-    average pool rounds to an integer)."""
-    plan = sequential_plan(model)
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
-    layers["input_quant"] = FakeQuantAct(scales.input)
-    current = scales.input
-    for step in plan:
-        key = step.name.replace(".", "_")
-        layers[key] = _with_weights(step.module, step.name, qweights)
-        if step.kind == "gemm" and step.relu is not None:
-            if step.name not in scales.outputs:
-                raise SqaccelError(f"layer {step.name!r}: no activation scale")
-            current = scales.outputs[step.name]
-            layers[step.relu.replace(".", "_")] = nn.ReLU()
-            layers[key + "_quant"] = FakeQuantAct(current)
-        elif step.kind == "avgpool":
-            layers[key + "_quant"] = FakeQuantAct(current)
-    return nn.Sequential(layers).eval()
+        weights[name] = w.to(mod.weight.dtype)
+    missing = [n for n in quant_points(p) if n != INPUT and n not in scales.outputs]
+    if missing:
+        raise SqaccelError(f"layer {missing[0]!r}: no activation scale")
+    return PlanModule(p, weights, scales.quants()).eval()

@@ -34,13 +34,12 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sqaccel.config import AccelConfig
 from sqaccel.errors import SqaccelError
 from sqaccel.sw.actquant import ActQuant, ActScales, choose_quant
-from sqaccel.sw.plan import PlanStep, sequential_plan
+from sqaccel.sw.plan import INPUT, PlanStep, gemm_forward, plan, run, step_forward
 from sqaccel.sw.qweight import QuantizedWeight
 from sqaccel.sw.train import deterministic
 
@@ -209,14 +208,8 @@ class RoundingWeight(nn.Module):
 
 
 def block_forward(step: PlanStep, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """The block's output (after its ReLU, when it has one) with weight ``w``."""
-    m = step.module
-    bias = m.bias.detach() if m.bias is not None else None  # the model is never trained
-    if isinstance(m, nn.Conv2d):
-        y = F.conv2d(x, w, bias, m.stride, m.padding, m.dilation, m.groups)
-    else:
-        y = F.linear(x, w, bias)
-    return torch.relu(y) if step.relu is not None else y
+    """The block's output (after its fused activation, when it has one) with weight ``w``."""
+    return gemm_forward(step, x, w)
 
 
 def _rel_mse(y: torch.Tensor, target: torch.Tensor, norm: float) -> float:
@@ -322,10 +315,6 @@ def reconstruct_block(
 # -- the network ---------------------------------------------------------------------------
 
 
-def _gemm_steps(model: nn.Module) -> list[PlanStep]:
-    return [s for s in sequential_plan(model) if s.kind == "gemm"]
-
-
 def reconstruct(
     model: nn.Module,
     qweights: dict[str, QuantizedWeight],
@@ -334,19 +323,22 @@ def reconstruct(
     settings: CalibSettings | None = None,
     progress: bool = True,
 ) -> Calibration:
-    """Calibrate every Conv2d/Linear of ``model`` (an ``nn.Sequential``), block by block in
-    network order, on the calibration inputs ``x_calib`` with ``act_bits``-bit activations.
+    """Calibrate every Conv2d/Linear of ``model`` (its plan: ``sqaccel.sw.plan``), block by
+    block in network order, on the calibration inputs ``x_calib`` with ``act_bits``-bit
+    activations.
 
     ``qweights`` (layer name -> QuantizedWeight, e.g. from the search) fix each layer's
-    levels; the returned weights keep them. With ``settings.iters = 0`` nothing is learned:
-    the search's weights come back with the activation scales of that network.
+    levels; the returned weights keep them. A block's input is the quantised network's
+    tensor, its target the full-precision network's. Every tensor the integer network holds
+    as an A-bit activation gets its scale from the calibrated network as it runs. With
+    ``settings.iters = 0`` nothing is learned: the search's weights come back with the
+    activation scales of that network.
     """
     from tqdm import tqdm
 
     settings = settings or CalibSettings()
-    model = model.eval()
-    plan = sequential_plan(model)
-    gemms = [s for s in plan if s.kind == "gemm"]
+    p = plan(model)
+    gemms = p.gemms()
     missing = [s.name for s in gemms if s.name not in qweights]
     if missing:
         raise SqaccelError(f"calibration: no quantised weights for layers {missing}")
@@ -365,34 +357,39 @@ def reconstruct(
                disable=None if progress and total else True, leave=False)
     out: dict[str, QuantizedWeight] = {}
     reports: list[BlockReport] = []
+    quants: dict[str, ActQuant] = {}
     with deterministic(settings.seed), torch.no_grad():
         generator = torch.Generator().manual_seed(settings.seed)
         x_fp = x_calib.to(torch.float32)
         in_quant = choose_quant(x_fp, act_bits, settings.act_method)
-        outputs: dict[str, ActQuant] = {}
-        current = in_quant
-        x_q = in_quant.fake(x_fp)
-        for step in plan:
+        fp = {INPUT: x_fp}  # the full-precision network's tensors
+        q = {INPUT: in_quant.fake(x_fp)}  # the calibrated, activation-quantised network's
+        grid = {INPUT: in_quant}  # the grid each tensor of q sits on (None: not rounded)
+        for step in p.steps:
             if step.kind == "gemm":
-                target = block_forward(step, x_fp, step.module.weight)
+                target = block_forward(step, fp[step.inputs[0]], step.module.weight)
                 bar.set_postfix_str(step.name)
                 with torch.enable_grad():
-                    qw, rep = reconstruct_block(step, qweights[step.name], x_q, target,
-                                                settings, generator, bar)
-                out[step.name], x_fp = qw, target
+                    qw, rep = reconstruct_block(step, qweights[step.name], q[step.inputs[0]],
+                                                target, settings, generator, bar)
+                out[step.name], fp[step.name] = qw, target
                 reports.append(rep)
-                y = block_forward(step, x_q, qw.dequantize())
-                if step.relu is not None:
-                    current = choose_quant(y, act_bits, settings.act_method)
-                    outputs[step.name] = current
-                    y = current.fake(y)
-                x_q = y
-            elif step.kind == "avgpool":  # the integer average rounds to its input's grid
-                x_fp, x_q = step.module(x_fp), current.fake(step.module(x_q))
+                y = block_forward(step, q[step.inputs[0]], qw.dequantize())
             else:
-                x_fp, x_q = step.module(x_fp), step.module(x_q)
+                fp[step.name] = step_forward(step, [fp[i] for i in step.inputs])
+                y = step_forward(step, [q[i] for i in step.inputs])
+            g = None
+            if (step.kind == "gemm" and step.act is not None) or step.kind in ("add",
+                                                                               "requant"):
+                g = quants[step.name] = choose_quant(y, act_bits, settings.act_method)
+                y = g.fake(y)
+            elif step.kind in ("maxpool", "avgpool", "flatten", "relu"):
+                g = grid[step.inputs[0]]
+                if step.kind == "avgpool" and g is not None:  # the integer average rounds
+                    y = g.fake(y)
+            q[step.name], grid[step.name] = y, g
     bar.close()
-    return Calibration(out, ActScales(in_quant, outputs, settings.act_method), reports,
+    return Calibration(out, ActScales(in_quant, quants, settings.act_method), reports,
                        time.perf_counter() - t_start, settings)
 
 
@@ -404,25 +401,17 @@ def block_errors(
 ) -> dict[str, float]:
     """Per GEMM block, the relative MSE of its output in the activation-quantised network
     (``qweights``, ``scales``) against the full-precision network's, on inputs ``x``."""
-    plan = sequential_plan(model.eval())
+    p = plan(model)
+    weights = {name: qw.dequantize() for name, qw in qweights.items()}
+    x = x.to(torch.float32)
+    _, fp = run(p, x, record=True)
+    _, qt = run(p, x, weights, scales.quants(), record=True)
     errs: dict[str, float] = {}
     with torch.no_grad():
-        x_fp = x.to(torch.float32)
-        current = scales.input
-        x_q = current.fake(x_fp)
-        for step in plan:
-            if step.kind == "gemm":
-                target = block_forward(step, x_fp, step.module.weight)
-                y = block_forward(step, x_q, qweights[step.name].dequantize())
-                errs[step.name] = _rel_mse(y, target, max(float((target**2).mean()), 1e-30))
-                if step.relu is not None:
-                    current = scales.outputs[step.name]
-                    y = current.fake(y)
-                x_fp, x_q = target, y
-            elif step.kind == "avgpool":
-                x_fp, x_q = step.module(x_fp), current.fake(step.module(x_q))
-            else:
-                x_fp, x_q = step.module(x_fp), step.module(x_q)
+        for step in p.gemms():
+            target = fp[step.name]
+            y = block_forward(step, qt[step.inputs[0]], weights[step.name])
+            errs[step.name] = _rel_mse(y, target, max(float((target**2).mean()), 1e-30))
     return errs
 
 
@@ -450,14 +439,14 @@ def search_weights(
     progress: bool = False,
 ) -> dict[str, QuantizedWeight]:
     """The search's (or grid quantiser's) weights of every GEMM layer at its own bits."""
-    modules = dict(model.named_modules())
-    names = [s.name for s in _gemm_steps(model)]
+    p = plan(model)
+    names = [s.name for s in p.gemms()]
     if sorted(layer_bits) != sorted(names):
         raise SqaccelError(f"layer bits {sorted(layer_bits)} do not name the GEMM layers {names}")
     out = {}
     for name in names:
         try:
-            out[name] = search_layer(modules[name].weight, method, layer_bits[name], cfg,
+            out[name] = search_layer(p.step(name).module.weight, method, layer_bits[name], cfg,
                                      per_channel, progress)
         except SqaccelError as e:
             raise SqaccelError(f"layer {name!r}: {e}") from None

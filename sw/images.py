@@ -34,7 +34,7 @@ def check_capacity(net: IntNetwork) -> None:
     weights and step tables within their buffers, one row tile of its input within the
     activation buffer (``sqaccel.abi.capacity_problems``)."""
     for layer in net.gemm_layers():
-        problems = abi.capacity_problems(net.cfg, layer.k, layer.n)
+        problems = abi.capacity_problems(net.cfg, layer.k, layer.n_group)
         if problems:
             raise ConfigError(f"layer {layer.name!r} does not fit the array "
                               f"{net.cfg.name()}: {'; '.join(problems)}")
@@ -47,22 +47,24 @@ def tensor_sha256(t: torch.Tensor) -> str:
 
 
 def layer_words(layer: IntLayer, cfg: AccelConfig) -> dict[str, list[int]]:
-    """The image words of one GEMM layer, by kind."""
+    """The image words of one GEMM layer, by kind (its groups one after another)."""
     tables = layer.tables if layer.pe == "shift" else None
-    return abi.layer_words(layer.codes, tables, layer.bias, layer.m, layer.s, cfg)
+    return abi.layer_words(layer.codes, tables, layer.bias, layer.m, layer.s, cfg,
+                           layer.groups)
 
 
 def gemm_words(ops: GemmOperands, cfg: AccelConfig) -> dict[str, list[int]]:
-    """Every buffer word of one GEMM (``IntNetwork.operands``): what a testbench loads and
-    the result words it must read back (``results``)."""
-    out = {"act": abi.activation_words(ops.x, cfg),
+    """Every buffer word of one ungrouped GEMM (``IntNetwork.operands``): what a testbench
+    loads and the result words it must read back (``results``)."""
+    (x,) = ops.x
+    out = {"act": abi.activation_words(x, cfg),
            **abi.layer_words(ops.codes, ops.tables, ops.bias, ops.m, ops.s, cfg)}
     out["results"] = abi.result_words(ops.out, cfg)
     return out
 
 
 def _image_shape(kind: str, layer: IntLayer, cfg: AccelConfig) -> list[int]:
-    """The logical tensor an image holds."""
+    """The logical tensor an image holds (weights: [K per group, N])."""
     if kind == "weights":
         return [layer.k, layer.n]
     if kind == "steps":
@@ -103,7 +105,8 @@ def build_manifest_and_files(
         stem = imagecodec.file_stem(ordinal, step.name)
         ordinal += 1
         for kind, words in layer_words(step, cfg).items():
-            n_words, lanes, lane_bits = abi.image_format(kind, step.k, step.n, cfg)
+            n_words, lanes, lane_bits = abi.image_format(kind, step.k, step.n_group, cfg,
+                                                         step.groups)
             meta["images"][kind] = {}
             for fmt in imagecodec.FILE_FORMATS:
                 fname = imagecodec.file_name(stem, kind, fmt)
@@ -215,49 +218,64 @@ def _expect(cond: bool, p: Path, what: str) -> None:
         raise ImageError(f"{p}: {what}")
 
 
+def _groups(words: list[int], groups: int) -> list[list[int]]:
+    per = len(words) // groups
+    return [words[g * per : (g + 1) * per] for g in range(groups)]
+
+
 def _decode_layer(d: Path, meta: dict, manifest: dict, words: dict[str, list[int]],
                   cfg: AccelConfig) -> IntLayer:
     name = meta["name"]
+    g = int(meta.get("groups", 1))
     k, n = int(meta["K"]), int(meta["N"])
+    if g < 1 or n % g:
+        raise ImageError(f"{d / MANIFEST}: layer {name!r}: {g} groups for N = {n}")
+    ng = n // g
     kinds = ["weights", "bias", "requant"] + (["steps"] if meta["pe"] == "shift" else [])
     fnames = imagecodec.layer_images(manifest, meta, kinds, d / MANIFEST)
 
-    def get(kind: str) -> tuple[list[int], Path]:
+    def get(kind: str) -> tuple[list[list[int]], Path]:
+        """The image's words, one list per group (a per-layer table: one for all)."""
         fname = fnames[kind]
         entry = manifest["files"][fname]
-        expected = abi.image_format(kind, k, n, cfg)
+        expected = abi.image_format(kind, k, ng, cfg, g)
         got = (int(entry["words"]), int(entry["lanes"]), int(entry["lane_bits"]))
         _expect(got == expected, d / fname, f"{kind} image of {got[0]} words x {got[1]} "
                 f"lanes x {got[2]} bits, layer {name!r} on this config needs {expected}")
-        return words[fname], d / fname
+        once = kind == "steps" and cfg.step_tables == "layer"
+        return [words[fname]] * g if once else _groups(words[fname], g), d / fname
 
     ww, p = get("weights")
-    full = abi.weights_from_words(ww, k, n, cfg)
-    _expect(not full[:, n:].any(), p, "padding lanes hold non-zero codes")
-    codes = torch.from_numpy(np.ascontiguousarray(full[:, :n]))
+    full = [abi.weights_from_words(w, k, ng, cfg) for w in ww]
+    _expect(not any(f[:, ng:].any() for f in full), p, "padding lanes hold non-zero codes")
+    codes = torch.from_numpy(np.concatenate([f[:, :ng] for f in full], axis=1))
     tables = None
     if meta["pe"] == "shift":
         sw, p = get("steps")
-        full = abi.tables_from_words(sw, n, cfg)
-        _expect(bool((full[n:] == arith.off_entry(cfg.universal)).all()), p,
+        full = [abi.tables_from_words(w, ng, cfg) for w in sw]
+        _expect(all(bool((f[ng:] == arith.off_entry(cfg.universal)).all()) for f in full), p,
                 "padding lanes hold step words other than all-off")
-        for idx, word in enumerate(full[:n].reshape(-1).tolist()):
+        t = np.concatenate([f[:ng] for f in full])
+        for idx, word in enumerate(t.reshape(-1).tolist()):
             try:
                 cfg.universal.decode_step_entry(word)
             except ConfigError as e:
                 raise ImageError(
                     f"{p}: column {idx // cfg.levels} entry {idx % cfg.levels}: {e}") from None
-        tables = torch.from_numpy(np.ascontiguousarray(full[:n]))
+        tables = torch.from_numpy(np.ascontiguousarray(t))
     bw, p = get("bias")
-    bias = abi.bias_from_words(bw, n, cfg)
-    _expect(not bias[n:].any(), p, "padding lanes hold non-zero biases")
+    full = [abi.bias_from_words(w, ng, cfg) for w in bw]
+    _expect(not any(f[ng:].any() for f in full), p, "padding lanes hold non-zero biases")
+    bias = np.concatenate([f[:ng] for f in full])
     _expect(bool((np.abs(bias) <= cfg.bias_max).all()), p, f"a bias is outside +-{cfg.bias_max}")
     rw, p = get("requant")
-    m_all, s_all = abi.requant_from_words(rw, n, cfg)
+    parts = [abi.requant_from_words(w, ng, cfg) for w in rw]
     pm, ps = abi.requant_pad(cfg)
-    _expect(bool((m_all[n:] == pm).all() and (s_all[n:] == ps).all()), p,
+    _expect(all(bool((mm[ng:] == pm).all() and (ss[ng:] == ps).all()) for mm, ss in parts), p,
             "padding lanes are not M = 2^15, S = 1")
-    _expect(bool(((m_all[:n] >= pm) & (s_all[:n] >= 1)).all()), p,
+    m_all = np.concatenate([mm[:ng] for mm, _ in parts])
+    s_all = np.concatenate([ss[:ng] for _, ss in parts])
+    _expect(bool(((m_all >= pm) & (s_all >= 1)).all()), p,
             "a requant word has M below 2^15 or S = 0")
     try:
         return IntLayer(
@@ -265,14 +283,15 @@ def _decode_layer(d: Path, meta: dict, manifest: dict, words: dict[str, list[int
             out_channels=n, kernel=tuple(meta["kernel"]), stride=tuple(meta["stride"]),
             padding=tuple(meta["padding"]), dilation=tuple(meta["dilation"]),
             bits=int(meta["bits"]), method=meta["method"], pe=meta["pe"], codes=codes,
-            tables=tables, bias=torch.from_numpy(bias[:n].copy()),
-            m=torch.from_numpy(m_all[:n].copy()), s=torch.from_numpy(s_all[:n].copy()),
-            relu=bool(meta["relu"]), in_scale=float(meta["in_scale"]),
-            in_zero_point=int(meta["in_zero_point"]),
+            tables=tables, bias=torch.from_numpy(bias), m=torch.from_numpy(m_all),
+            s=torch.from_numpy(s_all), relu=bool(meta["relu"]),
+            in_scale=float(meta["in_scale"]), in_zero_point=int(meta["in_zero_point"]),
             out_scale=None if meta["out_scale"] is None else float(meta["out_scale"]),
             weight_scale=torch.tensor(meta["weight_scale"], dtype=torch.float64),
             bias_saturated=tuple(meta.get("bias_saturated", ())),
-            zeroed=tuple(meta.get("zeroed", ())),
+            zeroed=tuple(meta.get("zeroed", ())), groups=g,
+            activation=meta.get("activation"),
+            inputs=tuple(str(i) for i in meta.get("inputs", ())),
         )
     except (KeyError, TypeError, ValueError, SqaccelError) as e:
         raise ImageError(f"{d / MANIFEST}: layer {name!r} is not valid ({e})") from None

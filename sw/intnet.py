@@ -23,6 +23,7 @@ from sqaccel.errors import SqaccelError
 from sqaccel.sw.actquant import ActQuant
 
 GEMM_KINDS = ("conv", "linear")
+INPUT = "input"  # the name the steps give the network's input
 
 
 # -- GEMM layers -------------------------------------------------------------------------
@@ -32,9 +33,13 @@ GEMM_KINDS = ("conv", "linear")
 class IntLayer:
     """One Conv2d/Linear as the array runs it: ``Y = requant(X @ W + bias)``.
 
-    ``codes`` are [K, N] at the array's weight width (k = (in_channel, ky, kx)), ``tables``
-    the step table of every column [N, L] (shift PE) or None (multiplier PE). ``bits`` is
-    the layer's own weight width (codes of narrower layers are widened, section 2).
+    ``codes`` are [K, N] at the array's weight width (k = (in_channel, ky, kx) within the
+    column's group; ``groups`` > 1: a grouped convolution, G GEMMs of K = Cin/G * kh * kw
+    side by side, docs/arithmetic.md section 6), ``tables`` the step table of every column
+    [N, L] (shift PE) or None (multiplier PE). ``bits`` is the layer's own weight width
+    (codes of narrower layers are widened, section 2). ``relu``: the requantiser clamps (a
+    fused ReLU or ReLU6, ``activation``); otherwise the output is the raw accumulator.
+    ``inputs`` names the step whose output it reads.
     """
 
     name: str
@@ -60,11 +65,19 @@ class IntLayer:
     weight_scale: torch.Tensor  # float64 [N]: real weight = weight_scale[n] * w_int
     bias_saturated: tuple[int, ...] = ()  # channels whose bias was clamped to +-bias_max
     zeroed: tuple[int, ...] = ()  # channels run with zero weights (negligible, section 6)
+    groups: int = 1
+    activation: str | None = None  # "relu", "relu6" or None
+    inputs: tuple[str, ...] = ()
     weights: torch.Tensor = field(default=None, repr=False)  # decoded [K, N], set by decode()
 
     def __post_init__(self) -> None:
         if self.kind not in GEMM_KINDS:
             raise SqaccelError(f"layer {self.name!r}: kind {self.kind!r} not in {GEMM_KINDS}")
+        g = self.groups
+        if g < 1 or self.in_channels % g or self.out_channels % g or (
+                self.kind == "linear" and g != 1):
+            raise SqaccelError(f"layer {self.name!r}: {g} groups for {self.in_channels} inputs "
+                               f"and {self.out_channels} outputs")
         if self.pe not in PE_KINDS:
             raise SqaccelError(f"layer {self.name!r}: pe {self.pe!r} not in {PE_KINDS}")
         shapes = {"codes": (self.k, self.n), "bias": (self.n,), "m": (self.n,),
@@ -78,11 +91,17 @@ class IntLayer:
 
     @property
     def k(self) -> int:
-        return self.in_channels * self.kernel[0] * self.kernel[1]
+        """K of each group's GEMM."""
+        return self.in_channels // self.groups * self.kernel[0] * self.kernel[1]
 
     @property
     def n(self) -> int:
         return self.out_channels
+
+    @property
+    def n_group(self) -> int:
+        """N of each group's GEMM."""
+        return self.out_channels // self.groups
 
     def decode(self, cfg: AccelConfig) -> torch.Tensor:
         """The signed integer weights [K, N] the PEs apply, from codes and tables."""
@@ -104,6 +123,7 @@ class IntLayer:
             "kind": self.kind,
             "in_channels": self.in_channels,
             "out_channels": self.out_channels,
+            "groups": self.groups,
             "kernel": list(self.kernel),
             "stride": list(self.stride),
             "padding": list(self.padding),
@@ -112,7 +132,8 @@ class IntLayer:
         }
 
     def lower(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """The GEMM operand X [M, K] of a layer input, and the output's leading shape."""
+        """The GEMM operands X [G, M, K] of a layer input, and the output's leading
+        shape."""
         return arith.lower(self.geometry(), x)
 
     def accumulate(self, x: torch.Tensor, cfg: AccelConfig) -> tuple[torch.Tensor, tuple]:
@@ -120,10 +141,10 @@ class IntLayer:
         return self.gemm(xm, cfg), lead
 
     def gemm(self, xm: torch.Tensor, cfg: AccelConfig) -> torch.Tensor:
-        """The accumulators [M, N] of the lowered input X [M, K]."""
+        """The accumulators [M, N] of the lowered input X [G, M, K]."""
         w = self.weights if self.weights is not None else self.decode(cfg)
         try:
-            return arith.gemm(xm, w, self.bias, cfg)
+            return arith.grouped_gemm(xm, w, self.bias, cfg)
         except SqaccelError as e:
             raise SqaccelError(f"layer {self.name!r}: {e}") from None
 
@@ -136,6 +157,10 @@ class IntLayer:
         y = arith.requant(acc, self.m, self.s, cfg.act_bits, relu=self.relu)
         return self.shape_output(y, lead)
 
+    def forward(self, xs: list[torch.Tensor], cfg: AccelConfig) -> torch.Tensor:
+        (x,) = xs
+        return self.run(x, cfg)
+
     def meta(self) -> dict:
         """Everything but the integer arrays (those travel in the memory images)."""
         return {
@@ -143,6 +168,8 @@ class IntLayer:
             **self.geometry(),
             "K": self.k,
             "N": self.n,
+            "inputs": list(self.inputs),
+            "activation": self.activation,
             "bits": self.bits,
             "method": self.method,
             "pe": self.pe,
@@ -161,7 +188,9 @@ class IntLayer:
 @dataclass
 class IntStep:
     """A non-GEMM step: ``relu`` (clamp at the zero point), ``maxpool``, ``avgpool``
-    (kernel None: global), ``flatten``."""
+    (kernel None: global), ``flatten``, ``add`` and ``requant`` (``arith.rescale``: per
+    input ``m`` per channel, ``s`` per channel, ``in_zero_points``, ``zero_point``, the
+    fused ``activation`` and the clamp's top ``act_max``)."""
 
     op: str
     name: str
@@ -171,16 +200,26 @@ class IntStep:
     dilation: tuple[int, int] = (1, 1)
     ceil_mode: bool = False
     divisor: int | None = None  # avgpool: divisor_override
-    zero_point: int = 0  # relu: the integer image of real zero
+    zero_point: int = 0  # relu: the integer image of real zero; add/requant: the output's
+    inputs: tuple[str, ...] = ()
+    m: tuple[tuple[int, ...], ...] = ()  # add/requant
+    s: tuple[int, ...] = ()
+    in_zero_points: tuple[int, ...] = ()
+    activation: str | None = None
+    act_max: int = 0
+    out_scale: float | None = None  # add/requant: the output's real scale
 
-    def run(self, x: torch.Tensor, cfg: AccelConfig) -> torch.Tensor:
+    def forward(self, xs: list[torch.Tensor], cfg: AccelConfig) -> torch.Tensor:
         try:
-            return arith.host_step(self.meta(), x)
+            return arith.host_step(self.meta(), xs if self.op in ("add", "requant") else xs[0])
         except SqaccelError as e:
             raise SqaccelError(f"step {self.name!r}: {e}") from None
 
+    def run(self, x: torch.Tensor, cfg: AccelConfig) -> torch.Tensor:
+        return self.forward([x], cfg)
+
     def meta(self) -> dict:
-        d = {"op": self.op, "name": self.name}
+        d = {"op": self.op, "name": self.name, "inputs": list(self.inputs)}
         if self.op in ("maxpool", "avgpool"):
             d.update(
                 kernel=list(self.kernel) if self.kernel is not None else None,
@@ -192,6 +231,11 @@ class IntStep:
             )
         if self.op == "relu":
             d["zero_point"] = self.zero_point
+        if self.op in ("add", "requant"):
+            d.update(m=[list(m) for m in self.m], s=list(self.s),
+                     in_zero_points=list(self.in_zero_points), zero_point=self.zero_point,
+                     activation=self.activation, act_max=self.act_max,
+                     out_scale=self.out_scale)
         return d
 
     @classmethod
@@ -211,6 +255,13 @@ class IntStep:
             ceil_mode=bool(d.get("ceil_mode", False)),
             divisor=d.get("divisor"),
             zero_point=int(d.get("zero_point", 0)),
+            inputs=tuple(str(i) for i in d.get("inputs", ())),
+            m=tuple(tuple(int(v) for v in m) for m in d.get("m", ())),
+            s=tuple(int(v) for v in d.get("s", ())),
+            in_zero_points=tuple(int(v) for v in d.get("in_zero_points", ())),
+            activation=d.get("activation"),
+            act_max=int(d.get("act_max", 0)),
+            out_scale=None if d.get("out_scale") is None else float(d["out_scale"]),
         )
 
 
@@ -228,7 +279,7 @@ class GemmOperands:
     """What the array sees for one GEMM layer and one input, and what it must produce."""
 
     name: str
-    x: torch.Tensor  # [M, K] unsigned activations
+    x: torch.Tensor  # [G, M, K] unsigned activations, one GEMM per group
     codes: torch.Tensor  # [K, N] at cfg.weight_bits
     tables: torch.Tensor | None  # [N, L] step words (shift PE)
     bias: torch.Tensor  # [N]
@@ -253,6 +304,17 @@ class IntNetwork:
         names = [s.name for s in self.steps]
         if len(set(names)) != len(names):
             raise SqaccelError(f"network: repeated step names {names}")
+        if INPUT in names:
+            raise SqaccelError(f"network: a step may not be called {INPUT!r}")
+        seen = {INPUT}
+        for i, step in enumerate(self.steps):
+            if not step.inputs:  # a chain: each step reads the one before
+                step.inputs = (self.steps[i - 1].name if i else INPUT,)
+            unknown = [x for x in step.inputs if x not in seen]
+            if unknown:
+                raise SqaccelError(f"network: step {step.name!r} reads {unknown[0]!r}, which "
+                                   "no earlier step makes")
+            seen.add(step.name)
         for layer in self.gemm_layers():
             layer.decode(self.cfg)
 
@@ -277,12 +339,11 @@ class IntNetwork:
             raise SqaccelError(
                 f"network input shape {tuple(x.shape[1:])}, expected {tuple(self.input_shape)}"
             )
-        outputs: dict[str, torch.Tensor] = {}
+        t = {INPUT: x}
         for step in self.steps:
-            x = step.run(x, self.cfg)
-            if record:
-                outputs[step.name] = x
-        return GoldenRun(x, outputs)
+            t[step.name] = step.forward([t[i] for i in step.inputs], self.cfg)
+        out = t[self.steps[-1].name]
+        return GoldenRun(out, {s.name: t[s.name] for s in self.steps} if record else {})
 
     def logit_scale(self) -> torch.Tensor | None:
         """Per-class real scale of the raw output (None when all classes share one)."""
@@ -310,14 +371,10 @@ class IntNetwork:
 
     def operands(self, name: str, x_int: torch.Tensor) -> GemmOperands:
         """The GEMM operands of layer ``name`` when the network's input is ``x_int``."""
-        x = arith.as_i64(x_int)
-        for step in self.steps:
-            if step.name == name:
-                if not isinstance(step, IntLayer):
-                    raise SqaccelError(f"network: step {name!r} is not a GEMM layer")
-                return gemm_operands(step, x, self.cfg)
-            x = step.run(x, self.cfg)
-        raise SqaccelError(f"network: no GEMM layer {name!r}")
+        layer = self.layer(name)
+        t = self.run(x_int, record=True).outputs
+        (src,) = layer.inputs
+        return gemm_operands(layer, arith.as_i64(x_int) if src == INPUT else t[src], self.cfg)
 
 
 def network_differences(a: IntNetwork, b: IntNetwork) -> list[str]:

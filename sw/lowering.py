@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +23,7 @@ from sqaccel.config import REQUANT_M_BITS, REQUANT_S_MAX, AccelConfig, ConfigErr
 from sqaccel.errors import SqaccelError
 from sqaccel.sw.actquant import ActQuant, ActScales, calibrate, fake_quant_model
 from sqaccel.sw.intnet import IntLayer, IntNetwork, IntStep
-from sqaccel.sw.plan import PlanStep, sequential_plan
+from sqaccel.sw.plan import INPUT, PlanStep, plan, prepare
 from sqaccel.sw.qweight import PE_OF_METHOD, QuantizedWeight
 
 # The smallest rescale factor M / 2^S can hold: 2^15 / 2^63.
@@ -71,8 +72,6 @@ def _geometry(step: PlanStep) -> dict:
     if isinstance(m, nn.Linear):
         return dict(kind="linear", in_channels=m.in_features, out_channels=m.out_features,
                     kernel=(1, 1), stride=(1, 1), padding=(0, 0), dilation=(1, 1))
-    if m.groups != 1:
-        raise SqaccelError(f"layer {step.name!r}: Conv2d with groups = {m.groups} (only 1)")
     if m.padding_mode != "zeros":
         raise SqaccelError(
             f"layer {step.name!r}: Conv2d padding_mode {m.padding_mode!r} (only 'zeros')"
@@ -83,8 +82,15 @@ def _geometry(step: PlanStep) -> dict:
             raise SqaccelError(f"layer {step.name!r}: Conv2d padding {padding!r} (give numbers)")
         padding = (0, 0)
     return dict(kind="conv", in_channels=m.in_channels, out_channels=m.out_channels,
-                kernel=_pair(m.kernel_size), stride=_pair(m.stride), padding=_pair(padding),
-                dilation=_pair(m.dilation))
+                groups=m.groups, kernel=_pair(m.kernel_size), stride=_pair(m.stride),
+                padding=_pair(padding), dilation=_pair(m.dilation))
+
+
+def _gemm_shape(geo: dict) -> tuple[int, int, int]:
+    """(K of each group, N of each group, groups) of a layer's geometry."""
+    g = geo.get("groups", 1)
+    return (geo["in_channels"] // g * geo["kernel"][0] * geo["kernel"][1],
+            geo["out_channels"] // g, g)
 
 
 def check_fits(model: nn.Module, cfg: AccelConfig) -> None:
@@ -92,12 +98,9 @@ def check_fits(model: nn.Module, cfg: AccelConfig) -> None:
     run on ``cfg`` (``sqaccel.abi.capacity_problems``)."""
     from sqaccel import abi
 
-    for step in sequential_plan(model):
-        if step.kind != "gemm":
-            continue
-        geo = _geometry(step)
-        k = geo["in_channels"] * geo["kernel"][0] * geo["kernel"][1]
-        problems = abi.capacity_problems(cfg, k, geo["out_channels"])
+    for step in plan(model).gemms():
+        k, n, _ = _gemm_shape(_geometry(step))
+        problems = abi.capacity_problems(cfg, k, n)
         if problems:
             raise ConfigError(f"layer {step.name!r} does not fit the array {cfg.name()}: "
                               f"{'; '.join(problems)}")
@@ -115,6 +118,15 @@ def _requant_params(
         ms.append(m)
         ss.append(s)
     return torch.tensor(ms, dtype=torch.int64), torch.tensor(ss, dtype=torch.int64)
+
+
+def _check_relu6(name: str, y: ActQuant | None, cfg: AccelConfig) -> None:
+    """A ReLU6's clamp at 6 must be the requantiser's at 2^A - 1 (docs/arithmetic.md,
+    section 5): ``floor(6 / s_y + 1/2) >= 2^A - 1``."""
+    if y is None or y.zero_point != 0 or math.floor(6.0 / y.scale + 0.5) < cfg.act_max:
+        raise SqaccelError(
+            f"layer {name!r}: a ReLU6 output needs zero point 0 and a scale of at most "
+            f"6 / {cfg.act_max} (its range within 6), got {y}")
 
 
 def build_gemm_layer(
@@ -149,12 +161,15 @@ def build_gemm_layer(
             f"layer {name!r}: quantised weight shape {tuple(qw.w_int.shape)}, layer has "
             f"{tuple(mod.weight.shape)}"
         )
-    k = geo["in_channels"] * geo["kernel"][0] * geo["kernel"][1]
+    k, n_group, _ = _gemm_shape(geo)
     n = geo["out_channels"]
     if k > cfg.k_max:
         raise SqaccelError(f"layer {name!r}: K = {k} exceeds the array's K_max = {cfg.k_max}")
-    if n > cfg.n_max:
-        raise SqaccelError(f"layer {name!r}: N = {n} exceeds the array's N_max = {cfg.n_max}")
+    if n_group > cfg.n_max:
+        raise SqaccelError(f"layer {name!r}: N = {n_group} exceeds the array's N_max = "
+                           f"{cfg.n_max}")
+    if step.act == "relu6":
+        _check_relu6(name, y_quant, cfg)
     codes, tables = _array_codes(qw, name, cfg)
     w = (arith.decode_shift_weights(codes, tables, cfg.weight_bits, cfg.universal)
          if tables is not None else arith.decode_mult_weights(codes, cfg.weight_bits))
@@ -207,7 +222,8 @@ def build_gemm_layer(
         m = torch.full((n,), 1 << (cfg.requant_m_bits - 1), dtype=torch.int64)
         s = torch.ones(n, dtype=torch.int64)
     return IntLayer(
-        name=name, **geo, bits=qw.bits, method=qw.method, pe=qw.pe, codes=codes,
+        name=name, **geo, inputs=step.inputs, activation=step.act, bits=qw.bits,
+        method=qw.method, pe=qw.pe, codes=codes,
         tables=tables, bias=bias, m=m, s=s, relu=y_quant is not None, in_scale=s_x,
         in_zero_point=x_quant.zero_point,
         out_scale=None if y_quant is None else float(y_quant.scale),
@@ -266,6 +282,39 @@ def _pool_step(step: PlanStep, zp: int) -> IntStep:
                    divisor=m.divisor_override)
 
 
+@dataclass(frozen=True)
+class _Acc:
+    """How a raw GEMM output's integers read: real = scale[c] * acc (per channel c)."""
+
+    scale: torch.Tensor  # float64 [N]
+
+
+def _sigma(q: ActQuant | _Acc) -> tuple[torch.Tensor, int]:
+    """(real scale per channel, or one for all, and zero point) of a tensor's integers."""
+    if isinstance(q, _Acc):
+        return q.scale, 0
+    return torch.tensor([q.scale], dtype=torch.float64), q.zero_point
+
+
+def _rescale_params(name: str, sigmas: list[torch.Tensor], s_y: float
+                    ) -> tuple[tuple[tuple[int, ...], ...], tuple[int, ...]]:
+    """(M per input per channel, S per channel) of an add or requant (docs/arithmetic.md,
+    section 6): S from the largest factor of the channel, every M at that S."""
+    c = max(len(sg) for sg in sigmas)
+    r = torch.stack([sg.expand(c) if len(sg) == 1 else sg for sg in sigmas]) / s_y
+    ms: list[list[int]] = [[] for _ in sigmas]
+    ss: list[int] = []
+    for ch in range(c):
+        try:
+            _, shift = arith.choose_requant(float(r[:, ch].max()))
+        except ConfigError as e:
+            raise SqaccelError(f"step {name!r}, channel {ch}: {e}") from None
+        for i in range(len(sigmas)):
+            ms[i].append(int(math.floor(float(r[i, ch]) * 2.0**shift + 0.5)))
+        ss.append(shift)
+    return tuple(tuple(m) for m in ms), tuple(ss)
+
+
 def build_int_network(
     model: nn.Module,
     qweights: dict[str, QuantizedWeight],
@@ -273,28 +322,36 @@ def build_int_network(
     cfg: AccelConfig,
     input_shape: tuple[int, ...] | None = None,
 ) -> IntNetwork:
-    """The integer network of a float ``nn.Sequential``, its quantised weights (layer name ->
-    QuantizedWeight) and its activation scales, for the accelerator ``cfg``."""
-    plan = sequential_plan(model)
+    """The integer network of a float model (its plan: ``sqaccel.sw.plan``), its quantised
+    weights (layer name -> QuantizedWeight) and its activation scales, for ``cfg``."""
+    p = plan(model)
     if scales.bits != cfg.act_bits:
         raise SqaccelError(
             f"activation scales are {scales.bits}-bit, the config has act_bits = {cfg.act_bits}"
         )
-    current: ActQuant | None = scales.input
+    # How each tensor's integers read: an A-bit activation or a raw accumulator.
+    quant: dict[str, ActQuant | _Acc] = {INPUT: scales.input}
     steps: list[IntLayer | IntStep] = []
     reports: list[str] = []
-    for step in plan:
-        if current is None:
-            raise SqaccelError(f"layer {step.name!r}: follows the raw logits layer")
+
+    def out_quant(step) -> ActQuant:
+        if step.name not in scales.outputs:
+            raise SqaccelError(f"layer {step.name!r}: no activation scale")
+        return scales.outputs[step.name]
+
+    def activation_in(step) -> ActQuant:
+        q = quant[step.inputs[0]]
+        if isinstance(q, _Acc):
+            raise SqaccelError(f"step {step.name!r}: reads a raw accumulator (plan error)")
+        return q
+
+    for step in p.steps:
         if step.kind == "gemm":
             if step.name not in qweights:
                 raise SqaccelError(f"layer {step.name!r}: no quantised weights")
-            y_quant = None
-            if step.relu is not None:
-                if step.name not in scales.outputs:
-                    raise SqaccelError(f"layer {step.name!r}: no activation scale")
-                y_quant = scales.outputs[step.name]
-            layer = build_gemm_layer(step, qweights[step.name], current, y_quant, cfg)
+            y_quant = out_quant(step) if step.act is not None else None
+            layer = build_gemm_layer(step, qweights[step.name], activation_in(step), y_quant,
+                                     cfg)
             if layer.zeroed:
                 reports.append(
                     f"layer {step.name!r}: output channels {list(layer.zeroed)} run with zero "
@@ -306,16 +363,36 @@ def build_int_network(
                     f"channels {list(layer.bias_saturated)}"
                 )
             steps.append(layer)
-            current = y_quant
+            quant[step.name] = y_quant if y_quant is not None else _Acc(
+                layer.in_scale * layer.weight_scale)
+        elif step.kind in ("add", "requant"):
+            y = out_quant(step)
+            if step.act == "relu6":
+                _check_relu6(step.name, y, cfg)
+            elif step.act == "relu" and y.zero_point != 0:
+                raise SqaccelError(f"step {step.name!r}: a ReLU output has zero point 0, got "
+                                   f"{y.zero_point}")
+            sig = [_sigma(quant[i]) for i in step.inputs]
+            m, s = _rescale_params(step.name, [sg for sg, _ in sig], y.scale)
+            steps.append(IntStep(step.kind, step.name, inputs=step.inputs, m=m, s=s,
+                                 in_zero_points=tuple(z for _, z in sig),
+                                 zero_point=y.zero_point, activation=step.act,
+                                 act_max=cfg.act_max, out_scale=y.scale))
+            quant[step.name] = y
         elif step.kind == "relu":
-            steps.append(IntStep("relu", step.name, zero_point=current.zero_point))
+            q = activation_in(step)
+            steps.append(IntStep("relu", step.name, inputs=step.inputs, zero_point=q.zero_point))
+            quant[step.name] = q
         elif step.kind == "flatten":
-            m = step.module
-            if m.start_dim != 1 or m.end_dim != -1:
-                raise SqaccelError(f"layer {step.name!r}: Flatten only from dim 1 to the end")
-            steps.append(IntStep("flatten", step.name))
+            quant[step.name] = activation_in(step)
+            steps.append(IntStep("flatten", step.name, inputs=step.inputs))
         else:
-            steps.append(_pool_step(step, current.zero_point))
+            q = activation_in(step)
+            steps.append(dataclasses.replace(_pool_step(step, q.zero_point),
+                                             inputs=step.inputs))
+            quant[step.name] = q
+    if steps[-1].name != p.output:
+        raise SqaccelError(f"model: its output {p.output!r} is not its last step")
     return IntNetwork(cfg, scales.input, steps,
                       tuple(input_shape) if input_shape is not None else None, reports)
 
@@ -338,7 +415,7 @@ def array_cfg(cfg: AccelConfig, method: str, act_bits: int | None = None) -> Acc
 def array_layer_bits(model: nn.Module, bits: int, cfg: AccelConfig) -> dict[str, int]:
     """Weight bits per GEMM layer: the first and last at the array's widest weight
     (``cfg.weight_bits``: the array has no 8-bit path), the others at ``bits``."""
-    names = [s.name for s in sequential_plan(model) if s.kind == "gemm"]
+    names = [s.name for s in plan(model).gemms()]
     if bits > cfg.weight_bits:
         raise SqaccelError(f"{bits}-bit weights on a {cfg.weight_bits}-bit array")
     out = {n: bits for n in names}
@@ -353,10 +430,10 @@ def quantize_for_array(
     from sqaccel.sw.quantizers import make_quantizer
 
     out: dict[str, QuantizedWeight] = {}
-    modules = dict(model.named_modules())
+    p = plan(model)
     for name, b in array_layer_bits(model, bits, cfg).items():
         q = make_quantizer(method, b, per_channel=per_channel, universal=cfg.universal)
-        out[name] = q.quantize(modules[name].weight.detach())
+        out[name] = q.quantize(p.step(name).module.weight.detach())
     return out
 
 
@@ -369,7 +446,7 @@ class Pipeline:
     cfg: AccelConfig
     qweights: dict[str, QuantizedWeight]
     scales: ActScales
-    fake_quant: nn.Sequential
+    fake_quant: nn.Module
     network: IntNetwork
 
 
@@ -384,7 +461,7 @@ def build_pipeline(
 ) -> Pipeline:
     """Quantise the weights for the array, calibrate the activations on ``x_calib`` with
     those weights, and build both the fake-quantised float model and the integer network."""
-    model = model.eval()
+    model = prepare(model)
     qweights = quantize_for_array(model, method, bits, cfg, per_channel)
     weight_only = fake_quant_model_weights(model, qweights)
     scales = calibrate(weight_only, x_calib, cfg.act_bits, calibration)
@@ -394,8 +471,9 @@ def build_pipeline(
 
 
 def fake_quant_model_weights(model: nn.Module, qweights: dict[str, QuantizedWeight]) -> nn.Module:
-    """A copy of ``model`` with its Conv2d/Linear weights dequantised (activations float)."""
-    out = copy.deepcopy(model).eval()
+    """A copy of ``model`` (BatchNorm folded) with its Conv2d/Linear weights dequantised
+    (activations float)."""
+    out = copy.deepcopy(prepare(model)).eval()
     modules = dict(out.named_modules())
     with torch.no_grad():
         for name, qw in qweights.items():

@@ -26,12 +26,11 @@ from sqaccel.config import SUPPORTED_WEIGHT_BITS, AccelConfig
 from sqaccel.errors import SqaccelError
 from sqaccel.sw.calibrate import (
     CalibSettings,
-    block_forward,
     reconstruct_block,
     search_layer,
 )
 from sqaccel.sw.lowering import array_layer_bits, fake_quant_model_weights
-from sqaccel.sw.plan import sequential_plan
+from sqaccel.sw.plan import plan, prepare, run
 from sqaccel.sw.train import deterministic
 
 
@@ -118,14 +117,12 @@ def allocate(
 
 def _block_io(model: nn.Module, name: str, x: torch.Tensor) -> tuple:
     """(the block step, its full-precision input, its full-precision output) on ``x``."""
-    h = x.to(torch.float32)
-    for step in sequential_plan(model):
-        if step.name == name:
-            return step, h, block_forward(step, h, step.module.weight)
-        h = step.module(h)
-        if step.kind == "gemm" and step.relu is not None:
-            h = torch.relu(h)
-    raise SqaccelError(f"mixed bits: no GEMM layer {name!r}")
+    p = plan(model)
+    _, t = run(p, x.to(torch.float32), record=True)
+    step = p.step(name)
+    if step.kind != "gemm":
+        raise SqaccelError(f"mixed bits: no GEMM layer {name!r}")
+    return step, t[step.inputs[0]], t[name]
 
 
 def layer_sensitivity(
@@ -140,7 +137,7 @@ def layer_sensitivity(
     """Per free layer and bit width, the relative logit MSE on ``x_calib`` with that layer
     alone quantised (``calibrate``: after that layer's own block reconstruction, its input
     in full precision)."""
-    model = model.eval()
+    model = prepare(model)
     _, free = free_layers(model, cfg)
     modules = dict(model.named_modules())
     bad = [b for b in choices if b not in SUPPORTED_WEIGHT_BITS or b > cfg.weight_bits]
@@ -184,7 +181,7 @@ def mixed_bits(
 ) -> BitAllocation:
     """Bits per GEMM layer within the budget of ``average_bits`` per free weight (the W3
     budget for 3.0). ``sensitivity`` (from ``layer_sensitivity``) is measured when absent."""
-    model = model.eval()
+    model = prepare(model)
     fixed, free = free_layers(model, cfg)
     modules = dict(model.named_modules())
     weights = {n: int(modules[n].weight.numel()) for n in fixed}

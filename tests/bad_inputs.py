@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TRACEBACK = "Traceback (most recent call last)"
+TIMEOUT_S = 120  # a refusal comes in seconds; a command that went to work is stopped
 
 
 @dataclass
@@ -315,6 +316,21 @@ def cases() -> list[Case]:
     add("export/cache-is-file", ["export", "--out", "{d}/img", "--cache-dir",
         "{d}/file.txt"], 2, "file.txt: exists and is not a folder", in_dir(a_file))
 
+    # -- perf
+    add("perf/missing", ["perf", "{d}/none"], 2, "images folder not found")
+    add("perf/user-folder", ["perf", "{d}/mine"], 2, "manifest.json: not found",
+        in_dir(user_folder))
+    add("perf/tampered", ["perf", IMG], 2, ".bin", damaged("tampered"))
+    add("perf/batch-zero", ["perf", IMG, "--batch", "0"], 2, "argument --batch")
+    add("perf/fmax-negative", ["perf", IMG, "--fmax", "-5"], 2, "argument --fmax")
+    add("perf/synth-missing", ["perf", IMG, "--synth", "{d}/r.json"], 2,
+        "synthesis report not found", lambda d, i: copy_images(d, i))
+    add("perf/synth-not-a-report", ["perf", IMG, "--synth", "{d}/file.txt"], 2,
+        "not a synthesis report.json", chain(lambda d, i: copy_images(d, i), in_dir(a_file)))
+    add("perf/synth-wrong-types", ["perf", IMG, "--synth", "{d}/cfg.json"], 2,
+        "not a synthesis report.json", chain(lambda d, i: copy_images(d, i), in_dir(
+            lambda d: config(d, {"fmax_mhz": "fast", "resources": {"logic_cells": 1}}))))
+
     # -- verify-images
     add("verify/missing", ["verify-images", "{d}/none"], 2, "images folder not found")
     add("verify/user-folder", ["verify-images", "{d}/mine"], 2, "manifest.json: not found",
@@ -520,8 +536,11 @@ def run_subprocess(exe: str, case: Case, d: Path) -> Outcome:
     import os
 
     env = {**os.environ, **{k: fill(v, d) for k, v in case.env.items()}}
-    proc = subprocess.run([exe, *(fill(a, d) for a in case.argv)], cwd=d, env=env,
-                          capture_output=True, text=True, timeout=600)
+    try:
+        proc = subprocess.run([exe, *(fill(a, d) for a in case.argv)], cwd=d, env=env,
+                              capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:  # it went to work instead of refusing
+        return Outcome(-1, f"still running after {TIMEOUT_S} s")
     return Outcome(proc.returncode, proc.stderr)
 
 

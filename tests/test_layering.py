@@ -19,7 +19,7 @@ CONTRACT = ("sqaccel.arith", "sqaccel.abi", "sqaccel.imagecodec")
 # What the cocotb test modules may import besides the base and the contract.
 TESTBENCH_SIDE = ("sqaccel.sim.job", "sqaccel.sim.checker", "sqaccel.sim.drivers")
 LIBRARY = ("sqaccel.hw", "sqaccel.sw", "sqaccel.sim")
-FLOW = ("sqaccel.demo", "sqaccel.report", "sqaccel.experiments")
+FLOW = ("sqaccel.demo", "sqaccel.report", "sqaccel.experiments", "sqaccel.perf")
 COMMANDS = ("sqaccel.commands", "sqaccel.cli", "sqaccel.__main__")
 
 

@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                       "re-read images and re-run the golden model"),
     "verilog": ("sqaccel.commands.verilog", "generate the accelerator's Verilog"),
     "cosim": ("sqaccel.commands.cosim", "run an exported network on the RTL, bit for bit"),
+    "perf": ("sqaccel.commands.perf", "cycles, latency and GOPS of a network on the array"),
     "synth": ("sqaccel.commands.synth", "synthesise and place-and-route for an FPGA"),
     "demo": ("sqaccel.commands.demo", "run the main job on the offline default"),
     "report": ("sqaccel.commands.report", "write the report of the last run"),

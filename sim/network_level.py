@@ -211,13 +211,13 @@ def test_inputs(source: str | Path | LoadedImages, count: int
     """The network inputs of ``sqaccel cosim --network N``: the first ``count`` test images
     of the data set the images were exported from, as integer inputs, with their labels;
     without such a record, the reference inputs stored at export (no labels)."""
-    from sqaccel.sw.data import digits_eval_data
+    from sqaccel.sw.data import eval_data
 
     loaded = _loaded(source)
     net = loaded.network
     info = loaded.manifest.get("info") or {}
     if info.get("dataset") == "digits":
-        _, (x_test, y_test) = digits_eval_data(seed=int(info.get("seed", 0)))
+        _, (x_test, y_test) = eval_data("digits", seed=int(info.get("seed", 0)))
         if not 1 <= count <= x_test.shape[0]:
             raise SqaccelError(f"{count} test images asked for, the split has "
                                f"{x_test.shape[0]}")
@@ -249,7 +249,7 @@ def digits_images(cfg: AccelConfig | None = None, bits: int = 4, seed: int = 0,
     cosimulation build folder and re-exported when missing or unreadable."""
     from sqaccel.sim.builds import build_root, digest
     from sqaccel.sw.actquant import one_thread
-    from sqaccel.sw.data import digits_eval_data
+    from sqaccel.sw.data import eval_data
     from sqaccel.sw.lowering import build_pipeline
     from sqaccel.sw.qweight import METHOD_OF_PE
     from sqaccel.sw.train import load_or_train_digits
@@ -265,7 +265,7 @@ def digits_images(cfg: AccelConfig | None = None, bits: int = 4, seed: int = 0,
         except SqaccelError:
             pass
     model = load_or_train_digits(seed=seed)
-    x_cal, (x_test, _) = digits_eval_data(seed=seed)
+    x_cal, (x_test, _) = eval_data("digits", seed=seed)
     with one_thread():
         net = build_pipeline(model, method, bits, x_cal, cfg).network
         ref = net.quantize_input(x_test[:16])

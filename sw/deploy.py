@@ -58,7 +58,7 @@ def export_digits(out: str | Path, cfg: AccelConfig, method: str, bits: int, *,
     ``out`` (see the module docstring). The output path and the network's fit on the array
     are checked before any work."""
     from sqaccel import files
-    from sqaccel.sw.data import digits_eval_data
+    from sqaccel.sw.data import eval_data
     from sqaccel.sw.lowering import build_pipeline, check_fits
     from sqaccel.sw.metrics import accuracy, top1
     from sqaccel.sw.models import digits_cnn
@@ -71,7 +71,7 @@ def export_digits(out: str | Path, cfg: AccelConfig, method: str, bits: int, *,
     files.check_replaceable(out, images.KIND, force)
     check_fits(digits_cnn(), cfg)
     model = load_or_train_digits(seed=seed, cache_dir=cache_dir, log=log)
-    x_cal, (x_test, y_test) = digits_eval_data(calib_samples, seed)
+    x_cal, (x_test, y_test) = eval_data("digits", calib_samples, seed)
     with one_thread():
         p = build_pipeline(model, method, bits, x_cal, cfg, per_channel, calibration)
         net = p.network
@@ -109,7 +109,7 @@ def verify_export(directory: str | Path, cfg: AccelConfig | None = None,
                   samples: int | None = None, structural: bool = False) -> list[str]:
     """``images.verify``, then the test predictions recorded at export re-run from the
     images alone; the lines of what was checked. Raises ImageError on any difference."""
-    from sqaccel.sw.data import digits_eval_data
+    from sqaccel.sw.data import eval_data
     from sqaccel.sw.metrics import top1
 
     loaded = images.verify(directory, cfg, structural)
@@ -125,7 +125,7 @@ def verify_export(directory: str | Path, cfg: AccelConfig | None = None,
     if info.get("dataset") != "digits" or not test:
         lines.append("no digits test record in the manifest: accuracy not re-run")
         return lines
-    _, (x_test, y_test) = digits_eval_data(seed=int(info.get("seed", 0)))
+    _, (x_test, y_test) = eval_data("digits", seed=int(info.get("seed", 0)))
     n = y_test.numel() if samples is None else samples
     if not 1 <= n <= y_test.numel():
         raise SqaccelError(f"--samples must be in 1..{y_test.numel()}, got {n}")

@@ -1,4 +1,5 @@
-"""Deterministic training of the digits CNN, cached as safetensors.
+"""Deterministic training of the digits CNN and the built-in networks, cached as
+safetensors.
 
 The same seed gives bitwise the same weights: the initialisation and the batch order come
 from the seed alone, training runs on one thread with deterministic algorithms, and the
@@ -10,29 +11,47 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sqaccel import files
-from sqaccel.sw.data import DigitsSplit, load_digits_split, make_loader
+from sqaccel.errors import SqaccelError
+from sqaccel.sw.data import Split, load_split, make_loader
 from sqaccel.sw.metrics import accuracy
 from sqaccel.sw.models import digits_cnn, load_weights, save_weights
+
+AUG_SEED = 1 << 20  # the augmentation generators' seeds lie apart from the loaders'
 
 
 @dataclass(frozen=True)
 class Recipe:
+    """Adam with a one-cycle learning rate; ``shift`` > 0 adds random translations of up to
+    that many pixels to the training images (0: the images as they are)."""
+
     epochs: int = 30
     batch_size: int = 32
     lr: float = 5e-3
     weight_decay: float = 1e-4
+    shift: int = 0
 
 
 DEFAULT_RECIPE = Recipe()
+
+
+class Trainable(Protocol):
+    """What ``train`` needs of a network (``sqaccel.sw.zoo.ZooEntry`` is one)."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    dataset: str
+    recipe: Recipe
 
 
 @contextmanager
@@ -52,13 +71,25 @@ def deterministic(seed: int) -> Iterator[None]:
         torch.set_rng_state(rng)
 
 
-def train_digits(
-    seed: int = 0, recipe: Recipe = DEFAULT_RECIPE, split: DigitsSplit | None = None
-) -> tuple[nn.Sequential, float]:
-    """Train the digits CNN from ``seed``; returns the model and its test accuracy (%)."""
-    split = split or load_digits_split(seed)
+def _shifted(x: torch.Tensor, shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Each image moved by a random (dy, dx) in [-shift, shift], zeros coming in."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (shift, shift, shift, shift))
+    offsets = torch.randint(0, 2 * shift + 1, (len(x), 2), generator=gen).tolist()
+    return torch.stack([padded[i, :, dy : dy + h, dx : dx + w]
+                        for i, (dy, dx) in enumerate(offsets)])
+
+
+def fit(
+    build: Callable[[], nn.Module], split: Split, seed: int = 0,
+    recipe: Recipe = DEFAULT_RECIPE,
+) -> tuple[nn.Module, float]:
+    """Train ``build()`` on ``split.train`` from ``seed``; the model (eval mode) and its test
+    accuracy (%)."""
+    if len(split.train) == 0:
+        raise SqaccelError(f"data {split.name!r}: no training images")
     with deterministic(seed):
-        model = digits_cnn()
+        model = build()
         opt = torch.optim.Adam(model.parameters(), lr=recipe.lr,
                                weight_decay=recipe.weight_decay)
         steps = recipe.epochs * -(-len(split.train) // recipe.batch_size)
@@ -66,28 +97,60 @@ def train_digits(
         loss_fn = nn.CrossEntropyLoss()
         for epoch in range(recipe.epochs):
             model.train()
+            # A generator of its own, so the augmentation leaves the global stream (the
+            # initialisation and anything after it) as it is without augmentation.
+            aug = torch.Generator().manual_seed(AUG_SEED + seed * 1000 + epoch)
             for x, y in make_loader(split.train, recipe.batch_size, shuffle=True,
                                     seed=seed * 1000 + epoch):
+                if recipe.shift:
+                    x = _shifted(x, recipe.shift, aug)
                 opt.zero_grad(set_to_none=True)
                 loss_fn(model(x), y).backward()
                 opt.step()
                 sched.step()
         model.eval()
-        acc = accuracy(model, make_loader(split.test))
+        acc = split_accuracy(model, split)
     return model, acc
+
+
+def split_accuracy(model: nn.Module, split: Split) -> float:
+    """The model's top-1 accuracy (%) on ``split.test``, one-threaded and in fixed batches,
+    so that it is the same figure wherever it is measured."""
+    with deterministic(0):
+        return accuracy(model, make_loader(split.test))
+
+
+def train(
+    entry: Trainable, seed: int = 0, recipe: Recipe | None = None
+) -> tuple[nn.Module, float]:
+    """Train a network on its data set's split of ``seed``; the model and its test accuracy."""
+    return fit(entry.build, load_split(entry.dataset, seed), seed, recipe or entry.recipe)
+
+
+def train_digits(
+    seed: int = 0, recipe: Recipe = DEFAULT_RECIPE, split: Split | None = None
+) -> tuple[nn.Sequential, float]:
+    """Train the digits CNN from ``seed``; returns the model and its test accuracy (%)."""
+    return fit(digits_cnn, split or load_split("digits", seed), seed, recipe)
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def cache_paths(seed: int, cache_dir: str | Path) -> tuple[Path, Path]:
-    base = Path(cache_dir) / f"digits_cnn_seed{seed}"
+def cache_paths(
+    seed: int, cache_dir: str | Path, model: str = "digits_cnn"
+) -> tuple[Path, Path]:
+    """The weights file and its JSON record of ``model`` trained from ``seed``."""
+    base = Path(cache_dir) / f"{model}_seed{seed}"
     return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
 
-def _cached(seed: int, cache_dir: str | Path, recipe: Recipe) -> nn.Sequential | None:
-    weights, meta_path = cache_paths(seed, cache_dir)
+def _cached(
+    build: Callable[[], nn.Module], model: str, seed: int, cache_dir: str | Path,
+    recipe: Recipe,
+) -> nn.Module | None:
+    weights, meta_path = cache_paths(seed, cache_dir, model)
     if not (weights.is_file() and meta_path.is_file()):
         return None
     try:
@@ -96,27 +159,29 @@ def _cached(seed: int, cache_dir: str | Path, recipe: Recipe) -> nn.Sequential |
         return None
     if meta.get("recipe") != asdict(recipe) or meta.get("sha256") != _sha256(weights):
         return None
-    return load_weights(digits_cnn(), weights).eval()
+    return load_weights(build(), weights).eval()
 
 
-def load_or_train_digits(
-    seed: int = 0, cache_dir: str | Path = "build/models", recipe: Recipe = DEFAULT_RECIPE,
-    log=None,
-) -> nn.Sequential:
-    """The digits CNN of ``seed``: from the cache when it is valid, else trained and cached."""
+def load_or_train(
+    build: Callable[[], nn.Module], dataset: str, model: str, seed: int = 0,
+    cache_dir: str | Path = "build/models", recipe: Recipe = DEFAULT_RECIPE,
+    log: Callable[[str], None] | None = None, retrain: bool = False,
+) -> nn.Module:
+    """``model`` (a cache name) of ``seed``: from the cache when it is valid and ``retrain``
+    is not asked for, else trained on ``dataset`` and cached."""
     files.check_container(cache_dir, "model cache")
-    model = _cached(seed, cache_dir, recipe)
-    if model is not None:
+    weights, meta_path = cache_paths(seed, cache_dir, model)
+    cached = None if retrain else _cached(build, model, seed, cache_dir, recipe)
+    if cached is not None:
         if log:
-            log(f"loaded the cached digits CNN ({cache_paths(seed, cache_dir)[0]})")
-        return model
+            log(f"loaded the cached {model} ({weights})")
+        return cached
     if log:
-        log(f"training the digits CNN (seed {seed}, {recipe.epochs} epochs, CPU)")
-    model, acc = train_digits(seed, recipe)
-    weights, meta_path = cache_paths(seed, cache_dir)
-    save_weights(model, weights)
+        log(f"training {model} on {dataset} (seed {seed}, {recipe.epochs} epochs, CPU)")
+    net, acc = fit(build, load_split(dataset, seed), seed, recipe)
+    save_weights(net, weights)
     meta = {
-        "model": "digits_cnn",
+        "model": model,
         "seed": seed,
         "test_accuracy": acc,
         "recipe": asdict(recipe),
@@ -126,4 +191,12 @@ def load_or_train_digits(
     files.write_json(meta_path, meta, indent=2)
     if log:
         log(f"trained: test accuracy {acc:.2f} %, cached in {weights}")
-    return model
+    return net
+
+
+def load_or_train_digits(
+    seed: int = 0, cache_dir: str | Path = "build/models", recipe: Recipe = DEFAULT_RECIPE,
+    log=None,
+) -> nn.Sequential:
+    """The digits CNN of ``seed``: from the cache when it is valid, else trained and cached."""
+    return load_or_train(digits_cnn, "digits", "digits_cnn", seed, cache_dir, recipe, log)

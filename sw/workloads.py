@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sqaccel.errors import SqaccelError
-from sqaccel.sw.data import image_folder_loader, load_digits_split, make_loader
+from sqaccel.sw.data import image_folder_loader, load_split, make_loader
 from sqaccel.sw.models import digits_cnn, load_weights
 from sqaccel.sw.resnet import ARCHS, load_resnet
 from sqaccel.sw.train import load_or_train_digits
@@ -50,7 +50,7 @@ def load_workload(
     if model_name == "digits":
         if data is not None:
             raise SqaccelError("--data: the digits model uses the built-in digits test split")
-        split = load_digits_split(seed)
+        split = load_split("digits", seed)
         if weights is None:
             model = load_or_train_digits(seed, cache_dir, log=log)
         else:

@@ -45,9 +45,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def data():
-    from sqaccel.sw.data import load_digits_split
+    from sqaccel.sw.data import load_split
 
-    split = load_digits_split(0)
+    split = load_split("digits", 0)
     return split.calib.tensors[0], split.test.tensors
 
 

@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 
 from sqaccel.errors import SqaccelError
-from sqaccel.sw.data import ImageFolderDataset, image_folder_loader, load_digits_split
+from sqaccel.sw.data import ImageFolderDataset, _digits_split, image_folder_loader, load_split
 from sqaccel.sw.metrics import accuracy as evaluate
 from sqaccel.sw.models import digits_cnn, load_weights, quantizable_layers, save_weights
 from sqaccel.sw.resnet import load_resnet, resnet
@@ -30,7 +30,7 @@ def write_image_folder(root, classes=2, per_class=4, size=32, seed=0):
 
 
 def test_digits_split_is_deterministic_stratified_and_scaled():
-    a, b, c = load_digits_split(0), load_digits_split(0), load_digits_split(1)
+    a, b, c = load_split("digits", 0), load_split("digits", 0), load_split("digits", 1)
     assert a.sizes() == {"train": 1077, "calib": 180, "test": 540}
     for part in ("train", "calib", "test"):
         xa, ya = getattr(a, part).tensors
@@ -47,7 +47,7 @@ def test_digits_split_is_deterministic_stratified_and_scaled():
 
 def test_digits_split_rejects_bad_fractions():
     with pytest.raises(SqaccelError, match="fractions"):
-        load_digits_split(0, calib_fraction=0.5, test_fraction=0.6)
+        _digits_split(0, calib_fraction=0.5, test_fraction=0.6)
 
 
 def test_digits_cnn_is_a_lowerable_sequential():
@@ -77,7 +77,7 @@ def test_trained_model_is_accurate_and_cached(cached_model):
     model, cache = cached_model
     weights, meta_path = cache_paths(0, cache)
     meta = json.loads(meta_path.read_text())
-    acc = evaluate(model, torch.utils.data.DataLoader(load_digits_split(0).test, batch_size=100))
+    acc = evaluate(model, torch.utils.data.DataLoader(load_split("digits", 0).test, batch_size=100))
     assert acc == meta["test_accuracy"]
     assert acc >= 95.0
     assert not list(cache.glob("*.tmp"))

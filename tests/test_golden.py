@@ -318,10 +318,10 @@ def digits_model():
 
 @pytest.fixture(scope="module")
 def digits_pipeline(digits_model):
-    from sqaccel.sw.data import digits_eval_data
+    from sqaccel.sw.data import eval_data
     from sqaccel.sw.lowering import array_cfg, build_pipeline
 
-    x_cal = digits_eval_data()[0]
+    x_cal = eval_data("digits")[0]
     return build_pipeline(digits_model, "sq", 3, x_cal, array_cfg(AccelConfig(), "sq"))
 
 
@@ -365,9 +365,9 @@ def test_run_records_every_step_and_operands_match(digits_pipeline):
 
 
 def digits_pipeline_inputs():
-    from sqaccel.sw.data import digits_eval_data
+    from sqaccel.sw.data import eval_data
 
-    return digits_eval_data()[1][0][:20]
+    return eval_data("digits")[1][0][:20]
 
 
 # -- toolchain rules of section 6 ------------------------------------------------------------

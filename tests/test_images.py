@@ -14,7 +14,7 @@ from sqaccel.config import AccelConfig, UniversalSet
 from sqaccel.errors import SqaccelError
 from sqaccel.sw import images
 from sqaccel.sw.actquant import one_thread
-from sqaccel.sw.data import digits_eval_data
+from sqaccel.sw.data import eval_data
 from sqaccel.sw.intnet import network_differences
 from sqaccel.sw.lowering import array_cfg, build_int_network, build_pipeline
 
@@ -73,14 +73,14 @@ def model():
 
 
 def pipeline(model, method="sq", bits=2, cfg=None, per_channel=False):
-    x_cal = digits_eval_data()[0]
+    x_cal = eval_data("digits")[0]
     return build_pipeline(model, method, bits, x_cal, array_cfg(cfg or AccelConfig(), method),
                           per_channel)
 
 
 @pytest.fixture(scope="module")
 def test_inputs():
-    return digits_eval_data()[1][0][:24]
+    return eval_data("digits")[1][0][:24]
 
 
 @pytest.fixture(scope="module")

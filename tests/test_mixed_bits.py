@@ -35,9 +35,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def x_calib():
-    from sqaccel.sw.data import load_digits_split
+    from sqaccel.sw.data import load_split
 
-    return load_digits_split(0).calib.tensors[0]
+    return load_split("digits", 0).calib.tensors[0]
 
 
 @pytest.fixture(scope="module")

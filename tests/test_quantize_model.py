@@ -11,7 +11,7 @@ from torch import nn
 
 from sqaccel.cli import main
 from sqaccel.errors import SqaccelError
-from sqaccel.sw.data import image_folder_loader, load_digits_split, make_loader
+from sqaccel.sw.data import image_folder_loader, load_split, make_loader
 from sqaccel.sw.metrics import accuracy as evaluate
 from sqaccel.sw.models import quantizable_layers, save_weights
 from sqaccel.sw.quantize_model import EDGE_BITS, quantize_model
@@ -33,7 +33,7 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digits(cache_dir):
     model = load_or_train_digits(0, cache_dir)
-    return model, make_loader(load_digits_split(0).test)
+    return model, make_loader(load_split("digits", 0).test)
 
 
 def tables_of(qw, dq):

@@ -12,9 +12,9 @@ DEMO_BITS = (4, 3, 2)
 
 
 def step_data(run: DemoRun) -> None:
-    from sqaccel.sw.data import load_digits_split, make_loader
+    from sqaccel.sw.data import load_split, make_loader
 
-    split = load_digits_split(run.seed)
+    split = load_split("digits", run.seed)
     sizes = split.sizes()
     run.say(f"scikit-learn digits, 8x8 grey images in [0, 1], stratified split seed {run.seed}: "
             + ", ".join(f"{k} {v}" for k, v in sizes.items()))

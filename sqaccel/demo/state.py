@@ -30,7 +30,7 @@ class DemoState:
 
     started: str = ""
     timings: list[dict] = field(default_factory=list)
-    split: object | None = None  # sw.data.DigitsSplit
+    split: object | None = None  # sw.data.Split
     test_loader: object | None = None  # its test split's DataLoader
     model: object | None = None  # the trained digits CNN (torch.nn.Module)
     model_digest: str | None = None

@@ -136,12 +136,12 @@ def accuracy_table(
 
 
 def _accuracy_table(model, seed, cfg, settings, progress, cache_dir, extra_budgets, log):
-    from sqaccel.sw.data import load_digits_split
+    from sqaccel.sw.data import load_split
 
     t_start = time.perf_counter()
     cfg = cfg or AccelConfig()
     settings = settings or CalibSettings(seed=seed)
-    split = load_digits_split(seed)
+    split = load_split("digits", seed)
     if model is None:
         from sqaccel.sw.train import load_or_train_digits
 

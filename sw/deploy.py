@@ -1,7 +1,7 @@
 """From a trained model to an images folder, and back: what ``sqaccel export`` and
 ``sqaccel verify-images`` do.
 
-``export_digits``: load (or train) the digits CNN, quantise its weights for the array,
+``export_model``: load the model (``sqaccel.sw.workloads``), quantise its weights for the array,
 calibrate the activations, build the integer network and write its images with a manifest
 that records the test-split predictions and a few reference inputs. ``verify_export``:
 re-read the images, rebuild the network from them alone and re-run it, showing the same
@@ -46,42 +46,46 @@ class ExportResult:
     integer_accuracy: float
     fake_quant_accuracy: float
     test_images: int
+    dataset: str
     reports: list[str] = field(default_factory=list)
     files: int = 0
 
 
-def export_digits(out: str | Path, cfg: AccelConfig, method: str, bits: int, *,
-                  per_channel: bool = False, seed: int = 0, calibration: str = "mse",
-                  calib_samples: int = 512, cache_dir: str | Path = "build/models",
-                  force: bool = False, log=None) -> ExportResult:
-    """The digits CNN quantised for ``cfg`` with ``method`` at ``bits``, as images in
-    ``out`` (see the module docstring). The output path and the network's fit on the array
-    are checked before any work."""
+def export_model(out: str | Path, cfg: AccelConfig, method: str, bits: int, *,
+                 model: str = "digits", weights: str | Path | None = None,
+                 data: str | Path | None = None, retrain: bool = False,
+                 per_channel: bool = False, seed: int = 0, calibration: str = "mse",
+                 calib_samples: int = 512, cache_dir: str | Path = "build/models",
+                 force: bool = False, log=None) -> ExportResult:
+    """The network ``model`` names (``sqaccel.sw.workloads``) quantised for ``cfg`` with
+    ``method`` at ``bits``, as images in ``out`` (see the module docstring). The output
+    path, the model (every operation supported) and its fit on the array are checked before
+    any quantisation."""
     from sqaccel import files
-    from sqaccel.sw.data import eval_data
     from sqaccel.sw.lowering import build_pipeline, check_fits
     from sqaccel.sw.metrics import accuracy, top1
-    from sqaccel.sw.models import digits_cnn
-    from sqaccel.sw.train import load_or_train_digits
+    from sqaccel.sw.workloads import resolve_data, resolve_model
 
     if bits > cfg.weight_bits:
         raise SqaccelError(f"--bits {bits} exceeds the array's {cfg.weight_bits}-bit weights")
     if calib_samples < 1:
         raise SqaccelError(f"--calib-samples must be >= 1, got {calib_samples}")
     files.check_replaceable(out, images.KIND, force)
-    check_fits(digits_cnn(), cfg)
-    model = load_or_train_digits(seed=seed, cache_dir=cache_dir, log=log)
-    x_cal, (x_test, y_test) = eval_data("digits", calib_samples, seed)
+    source = resolve_model(model, weights, retrain=retrain, seed=seed, cache_dir=cache_dir,
+                           **({"log": log} if log else {}))
+    check_fits(source.model, cfg)
+    split = resolve_data(data, source, seed)
+    x_cal, (x_test, y_test) = split.eval_tensors(calib_samples)
     with one_thread():
-        p = build_pipeline(model, method, bits, x_cal, cfg, per_channel, calibration)
+        p = build_pipeline(source.model, method, bits, x_cal, cfg, per_channel, calibration)
         net = p.network
         x_int = net.quantize_input(x_test)
         preds = net.predict(x_int)
         fq_acc = accuracy(p.fake_quant, (x_test, y_test))
     int_acc = top1(preds, y_test)
     info = {
-        "model": "digits_cnn",
-        "dataset": "digits",
+        "model": source.name,
+        "dataset": split.name,
         "seed": seed,
         "method": method,
         "bits": bits,
@@ -101,15 +105,32 @@ def export_digits(out: str | Path, cfg: AccelConfig, method: str, bits: int, *,
     d = images.export(net, out, reference_inputs=x_int[:REFERENCE_SAMPLES], info=info,
                       force=force)
     return ExportResult(d, cfg, method, bits, [la.bits for la in net.gemm_layers()], int_acc,
-                        fq_acc, int(y_test.numel()), list(net.reports),
+                        fq_acc, int(y_test.numel()), split.name, list(net.reports),
                         len(list(d.iterdir())))
+
+
+def network_for(model: str, cfg: AccelConfig, *, weights: str | Path | None = None,
+                data: str | Path | None = None, retrain: bool = False, seed: int = 0,
+                calib_samples: int = 64, cache_dir: str | Path = "build/models"):
+    """The integer network of ``model`` on ``cfg`` (weights of the config's PE kind at its
+    width, activations calibrated on a few samples), without writing images: what
+    ``sqaccel perf --model`` measures (cycles depend on the shapes and the config only)."""
+    from sqaccel.sw.lowering import build_pipeline, check_fits
+    from sqaccel.sw.qweight import METHOD_OF_PE
+    from sqaccel.sw.workloads import resolve_data, resolve_model
+
+    source = resolve_model(model, weights, retrain=retrain, seed=seed, cache_dir=cache_dir)
+    check_fits(source.model, cfg)
+    x_cal, _ = resolve_data(data, source, seed).eval_tensors(calib_samples)
+    with one_thread():
+        return build_pipeline(source.model, METHOD_OF_PE[cfg.pe], cfg.weight_bits, x_cal,
+                              cfg).network
 
 
 def verify_export(directory: str | Path, cfg: AccelConfig | None = None,
                   samples: int | None = None, structural: bool = False) -> list[str]:
     """``images.verify``, then the test predictions recorded at export re-run from the
     images alone; the lines of what was checked. Raises ImageError on any difference."""
-    from sqaccel.sw.data import eval_data
     from sqaccel.sw.metrics import top1
 
     loaded = images.verify(directory, cfg, structural)
@@ -122,10 +143,11 @@ def verify_export(directory: str | Path, cfg: AccelConfig | None = None,
         lines.append(f"reference input 0 logits: {ref['logits'][0]}")
     info = loaded.manifest.get("info") or {}
     test = info.get("test")
-    if info.get("dataset") != "digits" or not test:
-        lines.append("no digits test record in the manifest: accuracy not re-run")
+    found = recorded_test_split(info)
+    if found is None or not test:
+        lines.append("no built-in data set test record in the manifest: accuracy not re-run")
         return lines
-    _, (x_test, y_test) = eval_data("digits", seed=int(info.get("seed", 0)))
+    x_test, y_test = found
     n = y_test.numel() if samples is None else samples
     if not 1 <= n <= y_test.numel():
         raise SqaccelError(f"--samples must be in 1..{y_test.numel()}, got {n}")
@@ -138,8 +160,23 @@ def verify_export(directory: str | Path, cfg: AccelConfig | None = None,
             f"{loaded.directory}: {bad} of {n} test predictions differ from export"
         )
     acc = top1(preds, y_test[:n])
-    lines.append(f"ok: {n} digits test predictions equal to export; integer accuracy "
+    lines.append(f"ok: {n} {info['dataset']} test predictions equal to export; integer accuracy "
                  f"{acc:.2f} %" + (f" (export: {test['integer_accuracy']:.2f} %, "
                                    f"fake-quantised float {test['fake_quant_accuracy']:.2f} %)"
                                    if n == test["count"] else ""))
     return lines
+
+
+def recorded_test_split(info: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(test inputs, labels) of the built-in data set an export recorded, or None (a
+    folder, or no record)."""
+    from sqaccel.sw.data import DATASETS, load_split
+
+    name = info.get("dataset")
+    if name not in DATASETS:
+        return None
+    seed = info.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise images.ImageError(f"manifest info: seed {seed!r} is not a seed")
+    _, test = load_split(name, seed).eval_tensors()
+    return test

@@ -98,9 +98,10 @@ def build_manifest_and_files(
     ordinal = 0
     for step in net.steps:
         if isinstance(step, IntStep):
-            steps.append(step.meta())
+            steps.append({**step.meta(), "runs_on": "host"})
             continue
         meta = step.meta()
+        meta["runs_on"] = "array"
         meta["images"] = {}
         stem = imagecodec.file_stem(ordinal, step.name)
         ordinal += 1

@@ -61,6 +61,10 @@ def a_file(d: Path, name: str = "file.txt") -> None:
     (d / name).write_text("a file, not a folder\n")
 
 
+def user_model(d: Path, body: str, name: str = "net.py") -> None:
+    (d / name).write_text("import torch\nfrom torch import nn\n\n" + body)
+
+
 def config(d: Path, obj, name: str = "cfg.json") -> None:
     (d / name).write_text(obj if isinstance(obj, str) else json.dumps(obj))
 
@@ -273,7 +277,7 @@ def cases() -> list[Case]:
     add("quantize/seed-negative", ["quantize", "--seed", "-1"], 2,
         "argument --seed: a seed is a whole number >= 0")
     add("quantize/sq-8bit", ["quantize", "--method", "sq", "--bits", "8"], 2, "8")
-    add("quantize/cache-is-file", ["quantize", "--cache-dir", "{d}/file.txt"], 2,
+    add("quantize/cache-is-file", ["quantize", "--retrain", "--cache-dir", "{d}/file.txt"], 2,
         "file.txt: exists and is not a folder", in_dir(a_file))
     add("quantize/empty-image-folder", ["quantize", "--model", "resnet18", "--weights",
         "{d}/w.safetensors", "--data", "{d}/data"], 2, "no class folders",
@@ -313,10 +317,51 @@ def cases() -> list[Case]:
         "argument --calib-samples")
     add("export/act-bits-5", ["export", "--out", "{d}/img", "--act-bits", "5"], 2,
         "act_bits must be one of 4, 8, got 5")
-    add("export/cache-is-file", ["export", "--out", "{d}/img", "--cache-dir",
+    add("export/cache-is-file", ["export", "--out", "{d}/img", "--retrain", "--cache-dir",
         "{d}/file.txt"], 2, "file.txt: exists and is not a folder", in_dir(a_file))
 
+    # -- models and data (export and perf share the resolver)
+    to = ["--out", "{d}/img"]
+    add("export/model-unknown", ["export", *to, "--model", "resnet99"], 2,
+        "not a built-in network")
+    add("export/model-file-missing", ["export", *to, "--model", "{d}/none.py:net",
+        "--weights", "{d}/w.safetensors"], 2, "none.py not found")
+    add("export/model-no-function", ["export", *to, "--model", "{d}/net.py:other",
+        "--weights", "{d}/w.safetensors"], 2, "defines no function 'other'",
+        in_dir(lambda d: user_model(d, "def net():\n    return nn.Linear(64, 10)\n")))
+    add("export/model-import-fails", ["export", *to, "--model", "{d}/net.py:net",
+        "--weights", "{d}/w.safetensors"], 2, "importing",
+        in_dir(lambda d: user_model(d, "raise RuntimeError('broken on purpose')\n")))
+    add("export/model-syntax-error", ["export", *to, "--model", "{d}/net.py:net",
+        "--weights", "{d}/w.safetensors"], 2, "SyntaxError",
+        in_dir(lambda d: user_model(d, "def net(:\n")))
+    add("export/model-not-a-module", ["export", *to, "--model", "{d}/net.py:net",
+        "--weights", "{d}/w.safetensors"], 2, "returned a int, not a torch.nn.Module",
+        in_dir(lambda d: user_model(d, "def net():\n    return 3\n")))
+    add("export/model-function-raises", ["export", *to, "--model", "{d}/net.py:net",
+        "--weights", "{d}/w.safetensors"], 2, "net() failed",
+        in_dir(lambda d: user_model(d, "def net():\n    return 1 / 0\n")))
+    add("export/model-needs-weights", ["export", *to, "--model", "{d}/net.py:net"], 2,
+        "needs --weights", in_dir(lambda d: user_model(
+            d, "def net():\n    return nn.Linear(64, 10)\n")))
+    add("export/retrain-user-model", ["export", *to, "--model", "{d}/net.py:net",
+        "--retrain"], 2, "only the built-in networks", in_dir(lambda d: user_model(
+            d, "def net():\n    return nn.Linear(64, 10)\n")))
+    add("export/imagenet-resnet", ["export", *to, "--model", "resnet18"], 2,
+        "are for sqaccel quantize")
+    add("export/data-unknown", ["export", *to, "--data", "cifar"], 2, "cifar")
+    add("export/weights-wrong-model", ["export", *to, "--model", "resnet20", "--weights",
+        "{d}/w.safetensors"], 2, "keys do not match", in_dir(
+            lambda d: digits_weights(d, "w.safetensors")))
+
     # -- perf
+    add("perf/neither", ["perf"], 2, "give an images folder or --model")
+    add("perf/both", ["perf", IMG, "--model", "digits"], 2, "one of the two",
+        lambda d, i: copy_images(d, i))
+    add("perf/images-with-config", ["perf", IMG, "--rows", "4"], 2,
+        "carries its own network and config", lambda d, i: copy_images(d, i))
+    add("perf/model-does-not-fit", ["perf", "--model", "digits", "--k-max", "100"], 2,
+        "K = 144 exceeds K_max = 100")
     add("perf/missing", ["perf", "{d}/none"], 2, "images folder not found")
     add("perf/user-folder", ["perf", "{d}/mine"], 2, "manifest.json: not found",
         in_dir(user_folder))

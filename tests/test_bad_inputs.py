@@ -72,4 +72,4 @@ def test_ctrl_c_during_an_export_leaves_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(imagecodec, "manifest_bytes", interrupted)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["export", "--out", "img", "--cache-dir", "models"]) == 130
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["models"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # committed weights: no cache

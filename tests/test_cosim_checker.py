@@ -79,7 +79,7 @@ def test_tensor_and_trace_checks():
 
 @pytest.fixture(scope="module")
 def digits():
-    return network_level.digits_images()
+    return network_level.network_images("digits")
 
 
 def test_a_corrupted_expected_word_fails_naming_layer_index_and_values(digits):

@@ -23,7 +23,7 @@ LAYER = "11"  # the smallest GEMM layer of the digits CNN
 
 @pytest.fixture(scope="module")
 def digits():
-    return network_level.digits_images()
+    return network_level.network_images("digits")
 
 
 def _cosim(capsys, *argv: str) -> tuple[int, str, str]:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from sqaccel import abi
+from sqaccel.perf import network_perf, totals
 from sqaccel.sim import network_level
 from sqaccel.sim.builds import full_run, seed_from_env
 from sqaccel.sw import images
@@ -24,7 +25,7 @@ NETWORK_IMAGES = 100 if full_run() else 4
 
 @pytest.fixture(scope="module")
 def digits():
-    return network_level.digits_images()
+    return network_level.network_images("digits")
 
 
 def _layer_names(d) -> list[str]:
@@ -62,6 +63,11 @@ def test_network_on_test_images(digits):
           f"{run.sim_cycles} cycles, {run.wall_s:.1f} s ({run.wall_s / x.shape[0]:.2f} s per "
           "image)")
     assert set(run.layers) == set(_layer_names(digits))
+    # sqaccel perf's cycle model counts what the RTL did, layer by layer.
+    perf = network_perf(images.load(digits).network, batch=x.shape[0])
+    assert {la.name: la.cycles for la in perf.layers} == {
+        name: s["cycles"] for name, s in run.layers.items()}
+    assert totals(perf)["cycles"] == sum(s["cycles"] for s in run.layers.values())
 
 
 def test_row_chunks_fit_the_activation_buffer(digits):

@@ -79,3 +79,17 @@ seed = _number(int, 0, "a seed is a whole number >= 0")
 count = _number(int, 1, "a count is a whole number >= 1")
 size = _number(int, 1, "a size is a whole number >= 1")
 positive = _number(float, 1e-300, "a number > 0")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--weights``, ``--data`` and ``--retrain`` (``sqaccel.sw.workloads``)."""
+    from sqaccel.sw.workloads import DATA_HELP, MODEL_HELP
+
+    p.add_argument("--model", default="digits", metavar="NAME|FILE.py:FUNCTION",
+                   help=MODEL_HELP + " (default: digits)")
+    p.add_argument("--weights", metavar="FILE",
+                   help="weights file: .safetensors, or a .pt/.pth state dict (weights only)")
+    p.add_argument("--data", metavar="digits|mnist5k|FOLDER", help=DATA_HELP)
+    p.add_argument("--retrain", action="store_true",
+                   help="train the built-in network again (cached under --cache-dir) instead "
+                   "of loading its committed weights")

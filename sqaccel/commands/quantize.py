@@ -1,8 +1,8 @@
 """``sqaccel quantize``: quantise a model's weights with each quantiser and report accuracy.
 
-The default workload is the digits CNN on its test split. A ResNet takes a user's weights
-file (``--weights``, torchvision keys) and an image folder (``--data``, one sub-folder per
-class).
+The default workload is the digits CNN on its test split; ``--model`` names another
+built-in network, an ImageNet ResNet (a user's ``--weights`` and image folder ``--data``) or
+a user's model (``sqaccel.sw.workloads``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from sqaccel.commands.options import count, seed, size
+from sqaccel.commands.options import add_model_arguments, count, seed, size
 from sqaccel.errors import SqaccelError
 
 BITS_CHOICES = (2, 3, 4, 8)
@@ -20,14 +20,8 @@ DEFAULT_BITS = (4, 3, 2)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sqaccel.sw.quantizers import METHODS
-    from sqaccel.sw.workloads import MODELS
 
-    p.add_argument("--model", choices=MODELS, default="digits",
-                   help="digits (built in, trained on first use) or a ResNet (needs --weights "
-                        "and --data)")
-    p.add_argument("--weights", metavar="FILE",
-                   help="weights file: .safetensors, or a .pt/.pth state dict (weights only)")
-    p.add_argument("--data", metavar="DIR", help="image folder, one sub-folder per class")
+    add_model_arguments(p)
     p.add_argument("--method", nargs="+", choices=(*METHODS, "all"), default=["all"],
                    help="quantiser(s); 'all' runs each of " + ", ".join(METHODS))
     p.add_argument("--bits", nargs="+", type=int, choices=BITS_CHOICES, default=list(DEFAULT_BITS),
@@ -38,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="quantise the first and last layers like the others too")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--seed", type=seed, default=0, help="digits split and training seed")
-    p.add_argument("--cache-dir", default="build/models", help="trained digits model cache")
+    p.add_argument("--cache-dir", default="build/models", help="cache of retrained models")
     p.add_argument("--batch-size", type=count, default=64)
     p.add_argument("--resize", type=size, default=256, help="image folder: shorter side")
     p.add_argument("--crop", type=size, default=224, help="image folder: centre crop")
@@ -59,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         for bits in args.bits:
             make_quantizer(method, bits, per_channel=args.per_channel)
     work = load_workload(args.model, args.weights, args.data, args.seed, args.cache_dir,
-                         args.batch_size, args.resize, args.crop, args.num_classes)
+                         args.batch_size, args.resize, args.crop, args.num_classes,
+                         retrain=args.retrain)
     print(f"{work.name}: quantising {', '.join(methods)} at W{', W'.join(map(str, args.bits))}"
           f" on {work.data}", file=sys.stderr)
     result = ws.sweep(work.model, work.loader, methods, args.bits, args.per_channel,

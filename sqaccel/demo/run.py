@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqaccel.demo import hardware, software
+from sqaccel.demo import hardware, networks, software
 from sqaccel.demo.state import DemoRun
 from sqaccel.errors import SqaccelError
 
 PROGRESS_FILE = "progress.json"
 # Steps no later step needs; each removes its stale result when skipped.
-SKIPPABLE = ("accuracy", "golden", "table", "cosim", "synth")
+SKIPPABLE = ("accuracy", "golden", "table", "cosim", "resnet20", "synth")
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,8 @@ STEPS: tuple[Step, ...] = (
     Step("verilog", "generate and lint the accelerator's Verilog", hardware.step_verilog),
     Step("cosim", "cosimulate on Verilator against the golden model, four levels",
          hardware.step_cosim, hardware.cosim_key, ("cosim.json",)),
+    Step("resnet20", "resnet20 on MNIST: export, cycle model, whole-network cosimulation",
+         networks.step_resnet20, networks.resnet_key, ("resnet20.json",)),
     Step("synth", "synthesise for the ECP5 (ULX3S) with Yosys and nextpnr",
          hardware.step_synth, hardware.synth_key, ("synth.json",)),
     Step("report", "write the report", step_report),
@@ -103,6 +105,13 @@ def headline(run: DemoRun) -> list[str]:
         lines.append(f"RTL: {net['images']} test images through the {cosim['config']} top, every "
                      f"layer bit-exact, {net['correct']}/{net['images']} correct; "
                      f"{net['seconds_per_image']:.2f} s of simulation per image")
+    res = _maybe_json(run.out / "resnet20.json")
+    if res is not None:
+        c, tot = res["cosim"], res["perf"]["totals"]
+        lines.append(f"resnet20 on MNIST, SQ W{res['bits']}A{res['act_bits']} integer "
+                     f"{res['integer_accuracy']:.2f} %; RTL: {c['images']} test images, every "
+                     f"step bit-exact, {c['correct']}/{c['images']} correct; "
+                     f"{tot['cycles']:,} array cycles per image")
     synth = _maybe_json(run.out / "synth.json")
     if synth is not None:
         by = {s["label"]: s for s in synth}

@@ -470,26 +470,34 @@ def _resolve_largest(point: Point, grid: Grid, out: Path, cache: str | None,
     except (OSError, ValueError, AttributeError, KeyError):
         pass
     avail = _available(grid, root, cache)
+    limits = {"logic_cells": grid.largest_fill * avail["logic_cells"], "dsp": avail["dsp"],
+              "bram": avail["bram"]}
     estimates: dict[int, dict] = {}
 
     def fits(n: int) -> bool:
-        est = estimates[n] = yosys_fit(point, n, grid.target, root / "yosys")
-        ok = (est["logic_cells"] <= grid.largest_fill * avail["logic_cells"]
-              and est["dsp"] <= avail["dsp"] and est["bram"] <= avail["bram"])
-        say(f"  {point.name}: {n}x{n} needs {est['logic_cells']} cells, {est['dsp']} DSP, "
-            f"{est['bram']} BRAM (Yosys) -> {'fits' if ok else 'too big'}")
-        return ok
+        if n not in estimates:
+            estimates[n] = yosys_fit(point, n, grid.target, root / "yosys")
+            est = estimates[n]
+            say(f"  {point.name}: {n}x{n} needs {est['logic_cells']} cells, {est['dsp']} DSP, "
+                f"{est['bram']} BRAM (Yosys)")
+        return all(estimates[n][k] <= limits[k] for k in limits)
 
-    lo, hi = 0, min(SIZE_LIMITS["rows"][1], SIZE_LIMITS["cols"][1])
-    if fits(hi):
-        lo = hi
-    while hi - lo > 1:  # fits(lo) (or lo = 0), not fits(hi)
-        mid = (lo + hi) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid
-    n = lo
+    # Three small sizes give each resource as a + b n + d n^2; the largest n that this
+    # predicts to fit is then checked with Yosys, and stepped up or down until it is the
+    # largest that does.
+    hi = min(SIZE_LIMITS["rows"][1], SIZE_LIMITS["cols"][1])
+    for n in (2, 4, 8):
+        fits(n)
+    n = max([1] + [m for m in range(1, hi + 1)
+                   if all(_quadratic(estimates, k, m) <= limits[k] for k in limits)])
+    if fits(n):
+        while n < hi and fits(n + 1):
+            n += 1
+    else:
+        n -= 1
+        while n >= 1 and not fits(n):
+            n -= 1
+    say(f"  {point.name}: largest by Yosys's counts: {n}x{n}")
     tried = []
     while n >= 1:
         p = Point(point.name, point.design, point.dsp, {**point.config, "rows": n, "cols": n},
@@ -509,6 +517,15 @@ def _resolve_largest(point: Point, grid: Grid, out: Path, cache: str | None,
         tried.append(n)
         n -= 1
     raise SqaccelError(f"{point.name}: no array size fits {grid.target}")
+
+
+def _quadratic(est: dict[int, dict], key: str, n: int) -> float:
+    """``est[.][key]`` at n, from the quadratic through est's first three sizes."""
+    (n0, c0), (n1, c1), (n2, c2) = sorted((m, e[key]) for m, e in est.items())[:3]
+    f01, f12 = (c1 - c0) / (n1 - n0), (c2 - c1) / (n2 - n1)
+    d = (f12 - f01) / (n2 - n0)
+    b = f01 - d * (n0 + n1)
+    return c0 + b * (n - n0) + d * (n * n - n0 * n0)
 
 
 def _available(grid: Grid, root: Path, cache: str | None) -> dict:
@@ -543,7 +560,7 @@ def point_row(point: Point, grid: Grid, by_seed: dict[int, dict], nets: dict) ->
     res = first["resources"]
     row.update(cells=res["logic_cells"], ffs=res["ffs"], lut4=res["lut4"],
                carry=res["carry"], dsp=res["dsp"], bram=res["bram"],
-               available=first["available"])
+               available=first["available"], critical_path=first.get("critical_path"))
     fmaxes = [r["fmax_mhz"] for r in ok.values() if r["fmax_mhz"] is not None]
     if not fmaxes:
         return row

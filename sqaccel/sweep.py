@@ -588,7 +588,7 @@ def _network(net, cfg: AccelConfig, batch: int, fmax: float, cells: int) -> dict
     except SqaccelError as e:
         return {"error": str(e)}
     keep = ("cycles", "utilisation", "latency_ms", "images_per_s", "gops", "gops_per_kcell")
-    return {k: (round(t[k], 4) if isinstance(t[k], float) else t[k]) for k in keep if k in t}
+    return {k: (round(t[k], 6) if isinstance(t[k], float) else t[k]) for k in keep if k in t}
 
 
 def pareto(rows: Iterable[dict]) -> list[str]:

@@ -86,3 +86,33 @@ def test_median_peak_gops_and_the_pareto_front():
     c = point_row(grid.points[2], grid, {s: run(6000, 90.0) for s in (1, 2, 3)}, {})
     # c has more cells and fewer GOPS than b: off the front.
     assert pareto([a, b, c]) == ["a", "b"]
+
+
+def test_network_figures_follow_each_arrays_size(tmp_path):
+    import random
+
+    from test_verilog import exported_network
+
+    from sqaccel.config import AccelConfig
+    from sqaccel.perf import network_perf
+    from sqaccel.sim import hostmodel
+    from sqaccel.sw import images
+    from sqaccel.sweep import _load_networks
+
+    # Two Linear layers exported for a 2x2 array; the points are 1x1 and 2x2 arrays.
+    cfg = AccelConfig(rows=2, cols=2, k_max=16, act_depth=64, weight_depth=64, n_max=16)
+    rng = random.Random(15)
+    exported_network(cfg, tmp_path, [hostmodel.random_gemm(cfg, 3, 5, 9, rng),
+                                     hostmodel.random_gemm(cfg, 3, 3, 5, rng, relu=False)])
+    grid_file = tmp_path / "grid.json"
+    grid_file.write_text(json.dumps({"networks": {"fc": "images"}, "points": [
+        {"name": "a1", "rows": 1, "cols": 1}, {"name": "a2", "rows": 2, "cols": 2}]}))
+    grid = load_grid(grid_file)
+    nets = _load_networks(grid)
+    done = {"resources": {"logic_cells": 2000, "ffs": 1, "lut4": 1, "carry": 0, "dsp": 0,
+                          "bram": 0}, "available": {}, "fmax_mhz": 100.0}
+    a1, a2 = (point_row(p, grid, {1: done}, nets)["networks"]["fc"] for p in grid.points)
+    direct = network_perf(images.load(tmp_path / "images").network, 1, 100.0, 2000).totals
+    assert a2["cycles"] == direct["cycles"]
+    assert a2["gops"] == pytest.approx(direct["gops"], rel=1e-5)
+    assert a1["cycles"] > a2["cycles"]

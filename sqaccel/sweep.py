@@ -283,17 +283,19 @@ def _run_pool(jobs: list[Job], workers: int, cache: str | None,
 
     # Spawned workers: no state forked from a parent that may hold threads.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending = {pool.submit(run_job, spec, folder, cache): key for key, spec, folder in jobs}
-        try:
-            while pending:
-                ready, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in ready:
-                    done(pending.pop(fut), fut.result())
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    pending = {pool.submit(run_job, spec, folder, cache): key for key, spec, folder in jobs}
+    try:
+        while pending:
+            ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in ready:
+                done(pending.pop(fut), fut.result())
+    except BaseException:
+        # Ctrl-C or a broken worker: no new job starts, and the running ones are not waited
+        # for (a finished job's result is on disk; the others rerun on resume).
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _run_ray(jobs: list[Job], address: str, workers: int, cache: str | None,

@@ -241,6 +241,11 @@ def run_job(spec: dict, folder: str, cache_dir: str | None = None) -> dict:
     p = spec["point"]
     t0 = time.monotonic()
     result: dict = {"job": spec, "host": os.uname().nodename}
+    # The tools run inside the run folder (hw.synth); the worker itself works in the job's
+    # folder too, so that nothing a job writes by a relative path lands beside another's.
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    here = os.getcwd()
+    os.chdir(folder)
     try:
         cfg = AccelConfig().with_changes(**p["config"])
         res = synth_design(p["design"], cfg, spec["target"], dsp=p["dsp"],
@@ -255,6 +260,8 @@ def run_job(spec: dict, folder: str, cache_dir: str | None = None) -> dict:
         result["error"] = str(e)
     except Exception as e:  # a bug in a worker: recorded, the sweep goes on
         result["error"] = f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}"
+    finally:
+        os.chdir(here)
     result["wall_s"] = round(time.monotonic() - t0, 2)
     files.write_json(Path(folder) / RESULT, result)
     return result

@@ -53,7 +53,8 @@ DEFAULT_FILL = 0.9
 # (TRELLIS_COMB; flip-flops have their own sites): a LUT4 one, a carry cell two, a 16x4
 # distributed RAM three (two LUTs and its write port). iCE40 (ICESTORM_LC, a LUT and a
 # flip-flop): about half the flip-flops find no LUT to share a cell with (a 4x4 array:
-# 4,101 LUTs and 3,628 flip-flops in 5,999 cells).
+# 4,101 LUTs and 3,628 flip-flops in 5,999 cells). Yosys's counts (hierarchy kept) come out
+# a little under the placed cells: a 4x4 shift-add array on ECP5, 4,733 against 4,922.
 COMB_WEIGHTS = {"ecp5": {"LUT4": 1, "CCU2C": 2, "TRELLIS_DPR16X4": 3},
                 "ice40": {"SB_LUT4": 1, "SB_DFF": 0.5}}
 DSP_CELLS = {"ecp5": ("MULT18X18D",), "ice40": ("SB_MAC16",)}

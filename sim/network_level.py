@@ -255,7 +255,6 @@ def network_images(model: str = "digits", cfg: AccelConfig | None = None, bits: 
     from sqaccel.sw.lowering import build_pipeline
     from sqaccel.sw.qweight import METHOD_OF_PE
     from sqaccel.sw.workloads import resolve_data, resolve_model
-
     from sqaccel.sw.zoo import read_manifest
 
     cfg = cfg or AccelConfig()

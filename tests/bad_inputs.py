@@ -182,6 +182,15 @@ def previous_output(kind: str, extra: bool = True) -> Callable[[Path, Path], Non
     return setup
 
 
+def sweep_folder(d: Path, grid: dict) -> None:
+    """A sweep folder (marked as one) made with ``grid``."""
+    from sqaccel import files as sqfiles
+
+    (d / "s").mkdir()
+    sqfiles.write_marker(d / "s", "sweep", None)
+    (d / "s" / "grid.json").write_text(json.dumps(grid))
+
+
 def chain(*setups: Callable[[Path, Path], None]) -> Callable[[Path, Path], None]:
     def setup(d: Path, images: Path) -> None:
         for s in setups:
@@ -509,6 +518,42 @@ def cases() -> list[Case]:
         "run name '../up' must be letters, digits and _.+-")
     add("synth/config-string", ["synth", "--config", "{d}/cfg.json", "--out", "{d}/s"], 2,
         BAD_CFGS["string-rows"][1], in_dir(lambda d: config(d, BAD_CFGS["string-rows"][0])))
+
+    # -- sweep
+    def grid(obj) -> Callable[[Path, Path], None]:
+        return in_dir(lambda d: config(d, obj, "g.json"))
+
+    pe = {"design": "pe", "pe": "shift", "dsp": False}
+    sweep = ["sweep", "{d}/g.json", "--out", "{d}/s"]
+    add("sweep/missing-grid", sweep, 2, "g.json: grid file not found")
+    add("sweep/grid-not-json", sweep, 2, "g.json: not valid JSON", grid("{points: []"))
+    add("sweep/grid-unknown-key", sweep, 2, "unknown key 'pointz'", grid({"pointz": [pe]}))
+    add("sweep/no-points", sweep, 2, "points must be a non-empty list", grid({"points": []}))
+    add("sweep/design", sweep, 2, "points[0]: design must be one of",
+        grid({"points": [{"design": "cpu"}]}))
+    add("sweep/rows-1000", sweep, 2,
+        "points[0]: config: rows must be an integer in 1..32, got 1000",
+        grid({"points": [{"rows": 1000}]}))
+    add("sweep/dsp-string", sweep, 2, "points[0]: dsp must be true or false, got 'no'",
+        grid({"points": [{"dsp": "no"}]}))
+    add("sweep/same-name", sweep, 2, "two points are named 'pe-shift-nodsp'",
+        grid({"points": [pe, pe]}))
+    add("sweep/seed-negative", sweep, 2, "a seed must be a whole number >= 0, got -1",
+        grid({"seeds": [-1], "points": [pe]}))
+    add("sweep/target", sweep, 2, "target must be one of ecp5, ice40, got 'xc7'",
+        grid({"target": "xc7", "points": [pe]}))
+    add("sweep/largest-with-rows", sweep, 2, "largest finds rows and cols",
+        grid({"points": [{"largest": True, "rows": 8}]}))
+    add("sweep/network-missing", sweep, 2, "images folder", grid({"points": [pe],
+        "networks": {"digits": "nowhere"}}))
+    add("sweep/workers-zero", [*sweep, "--workers", "0"], 2, "argument --workers")
+    add("sweep/user-folder", ["sweep", "{d}/g.json", "--out", "{d}/mine"], 2,
+        "mine: a folder sqaccel did not write", chain(grid({"points": [pe]}),
+                                                     in_dir(user_folder)))
+    add("sweep/out-is-file", ["sweep", "{d}/g.json", "--out", "{d}/file.txt"], 2,
+        "exists and is not a folder", chain(grid({"points": [pe]}), in_dir(a_file)))
+    add("sweep/another-grid", sweep, 2, "a sweep of another grid",
+        chain(grid({"points": [pe]}), in_dir(lambda d: sweep_folder(d, {"seeds": [7]}))))
 
     # -- demo
     add("demo/user-folder", ["demo", "--out", "{d}/mine", "--report", "{d}/r"], 2,

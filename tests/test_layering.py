@@ -19,7 +19,8 @@ CONTRACT = ("sqaccel.arith", "sqaccel.abi", "sqaccel.imagecodec")
 # What the cocotb test modules may import besides the base and the contract.
 TESTBENCH_SIDE = ("sqaccel.sim.job", "sqaccel.sim.checker", "sqaccel.sim.drivers")
 LIBRARY = ("sqaccel.hw", "sqaccel.sw", "sqaccel.sim")
-FLOW = ("sqaccel.demo", "sqaccel.report", "sqaccel.experiments", "sqaccel.perf")
+FLOW = ("sqaccel.demo", "sqaccel.report", "sqaccel.experiments", "sqaccel.perf",
+        "sqaccel.sweep")
 COMMANDS = ("sqaccel.commands", "sqaccel.cli", "sqaccel.__main__")
 
 

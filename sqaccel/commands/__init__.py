@@ -13,6 +13,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cosim": ("sqaccel.commands.cosim", "run an exported network on the RTL, bit for bit"),
     "perf": ("sqaccel.commands.perf", "cycles, latency and GOPS of a network on the array"),
     "synth": ("sqaccel.commands.synth", "synthesise and place-and-route for an FPGA"),
+    "sweep": ("sqaccel.commands.sweep", "synthesise a grid of design points over seeds"),
     "demo": ("sqaccel.commands.demo", "run the main job on the offline default"),
     "report": ("sqaccel.commands.report", "write the report of the last run"),
 }

@@ -1,0 +1,118 @@
+"""sqaccel sweep: a two-point grid of single PEs (shift against a LUT multiplier, seconds
+each) on the process pool and on a local Ray instance gives the same cells and Fmax; an
+interrupted sweep reruns only its missing job; a changed grid is refused."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from sqaccel import cli
+from sqaccel.errors import SqaccelError
+from sqaccel.sweep import load_grid, pareto, parse_grid, point_row, run_sweep
+
+GRID = {"target": "ecp5", "seeds": [1],
+        "points": [{"name": "pe-shift", "design": "pe", "pe": "shift", "dsp": False},
+                   {"name": "pe-mult", "design": "pe", "pe": "mult", "dsp": False}]}
+
+
+def figures(rows: list[dict]) -> dict:
+    return {r["name"]: (r["cells"], r["ffs"], r["fmax_mhz"], r["peak_gops"]) for r in rows}
+
+
+def test_pool_and_ray_agree_and_an_interrupted_sweep_resumes(tmp_path, capsys):
+    grid_file = tmp_path / "grid.json"
+    grid_file.write_text(json.dumps(GRID))
+    grid = load_grid(grid_file)
+
+    pool = run_sweep(grid, tmp_path / "pool", workers=2)
+    assert sorted(pool.ran) == ["pe-mult/seed1", "pe-shift/seed1"] and pool.failed == []
+    # The command, on a fresh local Ray instance of two CPUs.
+    assert cli.main(["sweep", str(grid_file), "--out", str(tmp_path / "ray"), "--ray",
+                     "local", "--workers", "2", "--json"]) == 0
+    on_ray = json.loads(capsys.readouterr().out)
+    assert sorted(on_ray["ran"]) == ["pe-mult/seed1", "pe-shift/seed1"]
+    assert figures(on_ray["points"]) == figures(pool.rows)
+    shift, mult = (next(r for r in pool.rows if r["name"] == n) for n in ("pe-shift", "pe-mult"))
+    assert 0 < shift["cells"] < mult["cells"]
+    assert shift["peak_gops"] == pytest.approx(2 * shift["fmax_median_mhz"] / 1e3, abs=1e-3)
+    for name in ("results.json", "results.csv", "summary.md", "pareto.png"):
+        assert (tmp_path / "pool" / name).stat().st_size > 0
+    csv_lines = (tmp_path / "pool" / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("name,") and len(csv_lines) == 3
+
+    # Interrupted: one job's result is gone. The rerun runs that job alone.
+    kept = tmp_path / "pool" / "jobs" / "pe-shift" / "seed1" / "result.json"
+    before = kept.read_bytes(), kept.stat().st_mtime_ns
+    (tmp_path / "pool" / "jobs" / "pe-mult" / "seed1" / "result.json").unlink()
+    again = run_sweep(grid, tmp_path / "pool", workers=2)
+    assert again.ran == ["pe-mult/seed1"] and again.reused == ["pe-shift/seed1"]
+    assert (kept.read_bytes(), kept.stat().st_mtime_ns) == before
+    assert figures(again.rows) == figures(pool.rows)
+
+    # Another grid in the same folder: refused; with force, the unchanged point is kept.
+    fewer = parse_grid({**GRID, "points": GRID["points"][:1]})
+    with pytest.raises(SqaccelError, match="a sweep of another grid"):
+        run_sweep(fewer, tmp_path / "pool")
+    forced = run_sweep(fewer, tmp_path / "pool", force=True)
+    assert forced.ran == [] and forced.reused == ["pe-shift/seed1"]
+
+
+def test_without_ray_the_option_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(SqaccelError, match=r"pip install 'sqaccel\[cluster\]'"):
+        run_sweep(parse_grid(GRID), tmp_path / "s", ray_address="local")
+
+
+def test_median_peak_gops_and_the_pareto_front():
+    grid = parse_grid({"seeds": [1, 2, 3], "points": [
+        {"name": "a", "rows": 4, "cols": 4}, {"name": "b", "rows": 8, "cols": 8},
+        {"name": "c", "rows": 8, "cols": 8, "pe": "mult"}]})
+
+    def run(cells: int, fmax: float) -> dict:
+        return {"resources": {"logic_cells": cells, "ffs": 1, "lut4": 1, "carry": 0, "dsp": 0,
+                              "bram": 0}, "available": {}, "fmax_mhz": fmax}
+
+    a = point_row(grid.points[0], grid, {1: run(1000, 90.0), 2: run(1000, 110.0),
+                                         3: run(1000, 100.0)}, {})
+    assert a["fmax_median_mhz"] == 100.0
+    assert a["peak_gops"] == pytest.approx(2 * 16 * 100 / 1e3)
+    assert a["gops_per_kcell"] == pytest.approx(3.2)
+    b = point_row(grid.points[1], grid, {1: run(3000, 100.0), 2: {"error": "x"},
+                                         3: run(3000, 80.0)}, {})
+    assert b["fmax_median_mhz"] == 90.0 and b["errors"] == {"2": "x"}
+    c = point_row(grid.points[2], grid, {s: run(6000, 90.0) for s in (1, 2, 3)}, {})
+    # c has more cells and fewer GOPS than b: off the front.
+    assert pareto([a, b, c]) == ["a", "b"]
+
+
+def test_network_figures_follow_each_arrays_size(tmp_path):
+    import random
+
+    from test_verilog import exported_network
+
+    from sqaccel.config import AccelConfig
+    from sqaccel.perf import network_perf
+    from sqaccel.sim import hostmodel
+    from sqaccel.sw import images
+    from sqaccel.sweep import _load_networks
+
+    # Two Linear layers exported for a 2x2 array; the points are 1x1 and 2x2 arrays.
+    cfg = AccelConfig(rows=2, cols=2, k_max=16, act_depth=64, weight_depth=64, n_max=16)
+    rng = random.Random(15)
+    exported_network(cfg, tmp_path, [hostmodel.random_gemm(cfg, 3, 5, 9, rng),
+                                     hostmodel.random_gemm(cfg, 3, 3, 5, rng, relu=False)])
+    grid_file = tmp_path / "grid.json"
+    grid_file.write_text(json.dumps({"networks": {"fc": "images"}, "points": [
+        {"name": "a1", "rows": 1, "cols": 1}, {"name": "a2", "rows": 2, "cols": 2}]}))
+    grid = load_grid(grid_file)
+    nets = _load_networks(grid)
+    done = {"resources": {"logic_cells": 2000, "ffs": 1, "lut4": 1, "carry": 0, "dsp": 0,
+                          "bram": 0}, "available": {}, "fmax_mhz": 100.0}
+    a1, a2 = (point_row(p, grid, {1: done}, nets)["networks"]["fc"] for p in grid.points)
+    direct = network_perf(images.load(tmp_path / "images").network, 1, 100.0, 2000).totals
+    assert a2["cycles"] == direct["cycles"]
+    assert a2["gops"] == pytest.approx(direct["gops"], rel=1e-5)
+    assert a1["cycles"] > a2["cycles"]

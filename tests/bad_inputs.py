@@ -259,7 +259,7 @@ def cases() -> list[Case]:
 
     # -- quantize
     add("quantize/unknown-model", ["quantize", "--model", "vgg99"], 2,
-        "argument --model: invalid choice")
+        "'vgg99': not a built-in network")
     add("quantize/resnet-without-weights", ["quantize", "--model", "resnet18"], 2,
         "resnet18 needs --weights FILE")
     add("quantize/missing-weights", ["quantize", "--weights", "{d}/none.safetensors"], 2,
@@ -277,8 +277,10 @@ def cases() -> list[Case]:
         in_dir(lambda d: digits_weights(d, "w.safetensors", nan=True)))
     add("quantize/wrong-keys", ["quantize", "--weights", "{d}/w.safetensors"], 2,
         "keys do not match", in_dir(lambda d: digits_weights(d, "w.safetensors", drop=True)))
-    add("quantize/data-for-digits", ["quantize", "--data", "{d}"], 2,
-        "the digits model uses the built-in digits test split")
+    add("quantize/data-folder-without-calib", ["quantize", "--data", "{d}"], 2,
+        "calib: missing sub-folder")
+    add("quantize/data-of-another-shape", ["quantize", "--data", "mnist5k"], 2,
+        "images of shape (1, 28, 28), but digits takes (1, 8, 8)")
     add("quantize/batch-zero", ["quantize", "--batch-size", "0"], 2,
         "argument --batch-size: a count is a whole number >= 1, got '0'")
     add("quantize/crop-zero", ["quantize", "--crop", "0"], 2, "argument --crop: a size")

@@ -339,8 +339,8 @@ def test_cli_export_and_verify_images(tmp_path, capsys):
     args = ["export", "--out", str(out), "--method", "uniform", "--bits", "3", "--act-bits", "4"]
     assert cli.main(args) == 0
     text = capsys.readouterr().out
-    assert "digits test accuracy: integer" in text
-    acc_line = [line for line in text.splitlines() if "digits test accuracy" in line][0]
+    assert "digits on the digits test split: integer" in text
+    acc_line = [line for line in text.splitlines() if "test split: integer" in line][0]
     integer = acc_line.split("integer ")[1].split(" %")[0]
     assert cli.main(["verify-images", str(out)]) == 0
     text = capsys.readouterr().out

@@ -73,13 +73,16 @@ def test_plain_install_runs_from_another_folder(installed, tmp_path):
     run([str(sqaccel), "verify-images", "img"], work, env)
     # Everything written is under the working folder; the install and the source are
     # untouched.
-    assert {p.parts[0] for p in (Path(f) for f in snapshot(work))} == {"v", "img", "build"}
+    # (export loads the committed weights from the install: no model cache is written)
+    assert {p.parts[0] for p in (Path(f) for f in snapshot(work))} == {"v", "img"}
     assert (work / "v" / "sqaccel_top.v").is_file()
     assert (work / "img" / "manifest.json").is_file()
     assert snapshot(site) == before_site
     assert snapshot(src) == before_src
-    # The package data is there: the board's pin file and the lint waivers.
+    # The package data is there: the board's pin file, the lint waivers, the weights.
     pins = run([str(venv / "bin" / "python"), "-c",
                 "from sqaccel.hw.board import ULX3S; from sqaccel.hw.verilog import WAIVERS;"
-                "print(ULX3S.constraints.is_file(), WAIVERS.is_file())"], work).stdout
-    assert pins.split() == ["True", "True"]
+                "from sqaccel.sw.zoo import ZOO, verified_weights;"
+                "print(ULX3S.constraints.is_file(), WAIVERS.is_file(),"
+                " all(verified_weights(n).is_file() for n in ZOO))"], work).stdout
+    assert pins.split() == ["True", "True", "True"]

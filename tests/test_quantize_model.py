@@ -175,7 +175,7 @@ def test_cli_errors_return_2(tmp_path, capsys):
         (["--model", "resnet18", "--weights", str(tmp_path / "w.safetensors"), "--data",
           str(tmp_path / "nodata")], "data folder not found"),
         (["--weights", str(tmp_path / "w.safetensors")], "weights file not found"),
-        (["--data", str(tmp_path)], "built-in digits"),
+        (["--data", str(tmp_path)], "calib: missing sub-folder"),
         (["--method", "sq", "--bits", "8"], "bits must be one of"),
     ]
     for extra, message in cases:

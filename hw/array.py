@@ -5,7 +5,7 @@ weight word (``C`` lanes of b-bit codes: ``W[k, j*C + c]``). Row r's activation 
 to the C PEs of the row; column c's code is decoded once, through column c's step table
 (shift PE), and broadcast to the R PEs of the column. PE (r, c) accumulates
 ``Y[i*R + r, j*C + c]`` over the K slots of a tile. The flags of a slot say where it sits:
-``first`` (k = 0: the PE loads the bias), ``last`` (k = K-1: the tile is complete),
+``first`` (k = 0), ``last`` (k = K-1: the tile is complete),
 ``new_j`` (first slot of a new column tile: swap in that tile's step tables, biases and
 requantisation words, loaded beforehand into the *next* registers through ``load``).
 
@@ -15,13 +15,14 @@ its memory addresses in S0):
     S1  slot in: activation and weight words straight from the buffers, registered
     S2  column decode: code -> (sign, step word) through the active step table, registered
     S3  PE stage 1 (product)
-    S4  PE stage 2 (accumulate; a first slot reads the column bias here)
-    S5  the accumulators hold the slot's sum; a last slot copies them to the shadow rows
+    S4  PE stage 2: sum = acc + product; a last slot copies the R x C sums (the tile's dot
+        products, without the bias) into the shadow rows and clears the accumulators
 
-The step tables swap at the end of S1 of a ``new_j`` slot, the biases at the end of S3 and
-the requantisation words at the end of S4, so every tile in flight sees its own. The shadow
-rows (one per PE row) drain one row per cycle through the C column requantisers into the
-result FIFO while the next tile computes: tiles run back to back as long as K >= R + 5.
+The step tables swap at the end of S1 of a ``new_j`` slot, the biases and requantisation
+words at the end of S3, so every tile in flight sees its own; a capture copies the column
+biases and requantisation words beside the shadow rows. The shadow rows (one per PE row)
+drain one row per cycle through the C column requantisers (which add the bias) into the
+result FIFO while the next tile computes: tiles run back to back as long as K >= R + 4.
 """
 
 from __future__ import annotations
@@ -40,8 +41,12 @@ from sqaccel.hw.requant import Requantiser, requant_word_layout
 
 # Slot stages before the PEs (S1 input register, S2 decode register).
 PRE_PE_STAGES = 2
-# Stage (counting S1 = 1) in which the accumulators hold a slot's sum.
-CAPTURE_STAGE = 1 + PRE_PE_STAGES + PE_LATENCY
+# Stage (counting S1 = 1) in which the PEs' sums hold a slot's total: a last slot's sums are
+# captured at its end.
+CAPTURE_STAGE = PRE_PE_STAGES + PE_LATENCY
+# The last stage that reads the next registers (the biases and requantisation words swap at
+# its end): a new_j slot holds them until it leaves this stage.
+SWAP_STAGE = 3
 # Result FIFO entries; the drain only starts a row it has room for.
 RESULT_FIFO_DEPTH = RQ_LATENCY + 4
 
@@ -93,7 +98,7 @@ class PEArray(wiring.Component):
     Members: ``slot`` (always-ready stream of slots), ``load`` (next-register writes),
     ``relu`` (the command's layer has a ReLU), ``result`` (stream of result words),
     ``last_ok`` (a last slot may be issued now: its capture will find the shadow rows
-    free), ``swap_pending`` (a new_j slot is between S1 and S4: the next registers are not
+    free), ``swap_pending`` (a new_j slot is between S1 and S3: the next registers are not
     to be written), ``idle`` (nothing in flight, every result read).
     """
 
@@ -179,25 +184,26 @@ class PEArray(wiring.Component):
             m.d.sync += rq_next.eq(self.load.rq_data)
         with m.If(s[3].valid & s[3].new_j):
             m.d.sync += bias_cur.eq(bias_next)
-        with m.If(s[4].valid & s[4].new_j):
+        with m.If(s[3].valid & s[3].new_j):
             m.d.sync += rq_cur.eq(rq_next)
 
         # -- the PEs (S3, S4) ----------------------------------------------------------
+        # The array's PE variant: no bias, cleared by a last slot (pe.py); its `sum` is the
+        # dot product while the slot is in S4.
         acc = [[None] * C for _ in range(R)]
         for r in range(R):
             for c in range(C):
-                pe = make_pe(cfg)
+                pe = make_pe(cfg, in_array=True)
                 m.submodules[f"pe_{r}_{c}"] = pe
                 m.d.comb += [
                     pe.x.eq(x_op[r]),
                     pe.w.eq(w_op[c]),
                     pe.en.eq(s[3].valid),
-                    pe.first.eq(s[3].first),
-                    pe.bias.eq(bias_cur[c]),
+                    pe.last.eq(s[3].last),
                 ]
-                acc[r][c] = pe.acc
+                acc[r][c] = pe.sum
 
-        # -- S5: capture into the shadow rows; drain one row per cycle -----------------
+        # -- end of S4: capture into the shadow rows; drain one row per cycle ----------
         # `capture`, `drain` and the shadow rows' enable are flip-flops, each computed a
         # cycle ahead: they fan out to all R x C x acc_bits shadow bits, and a gate between
         # them and that fan-out was the array's critical path.
@@ -205,6 +211,7 @@ class PEArray(wiring.Component):
         shadow = [Signal(data.ArrayLayout(acc_t, C), name=f"shadow{r}", reset_less=True)
                   for r in range(R)]
         rq_tile = Signal(data.ArrayLayout(rq_t, C), reset_less=True)
+        bias_tile = Signal(data.ArrayLayout(acc_t, C), reset_less=True)
         col_mask = Signal(C, reset_less=True)
         final = Signal(reset_less=True)
         rows_left = Signal(range(R + 1), reset_less=True)
@@ -235,6 +242,7 @@ class PEArray(wiring.Component):
             m.d.sync += [
                 rows_left.eq(cap.rows),
                 rq_tile.eq(rq_cur),
+                bias_tile.eq(bias_cur),
                 final.eq(cap.final),
                 col_mask.eq(Cat(cap.cols > c for c in range(C))),
             ]
@@ -253,6 +261,7 @@ class PEArray(wiring.Component):
             m.d.comb += [
                 rq.i.valid.eq(drain),
                 rq.i.payload.acc.eq(shadow[0][c]),
+                rq.i.payload.bias.eq(bias_tile[c]),
                 rq.i.payload.rq.eq(rq_tile[c]),
                 rq.i.payload.relu.eq(self.relu),
             ]
@@ -287,7 +296,8 @@ class PEArray(wiring.Component):
         m.d.comb += [
             self.last_ok.eq(~full & ~last_in_flight),
             self.swap_pending.eq((self.slot.valid & p.new_j)
-                                 | Cat(s[n].valid & s[n].new_j for n in (2, 3, 4)).any()),
+                                 | Cat(s[n].valid & s[n].new_j
+                                       for n in range(2, SWAP_STAGE + 1)).any()),
             self.idle.eq(~self.slot.valid & ~Cat(f.valid for f in in_flight).any() & ~full
                          & (credits == RESULT_FIFO_DEPTH)),
         ]

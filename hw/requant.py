@@ -1,5 +1,6 @@
 """The requantiser of one output column (docs/arithmetic.md, section 5).
 
+    acc = sum + bias                                       (the column's bias added here)
     y = clamp((acc * M + 2^(S-1)) >> S, 0, 2^A - 1)       (ReLU layer)
     y = acc                                                (layer without ReLU: raw)
 
@@ -7,7 +8,7 @@ Raw mode runs through the same datapath with M = 1, S = 0 and no rounding or cla
 accumulator needs no delay line of its own. The pipeline has ``LATENCY`` stages and never
 stalls (both streams are always-ready): whoever feeds it keeps room for what is in flight.
 
-    stage 1  operands registered (M = 1, S = 0 in raw mode)
+    stage 1  acc = sum + bias and the operands registered (M = 1, S = 0 in raw mode)
     stage 2  partial products: each 17-bit slice of acc times M (one DSP block each)
     stage 3  product = acc * M, the partial products added
     stage 4  rounded = product + 2^(S-1)
@@ -40,7 +41,8 @@ def requant_word_layout(cfg: AccelConfig) -> data.StructLayout:
 
 def requant_in_layout(cfg: AccelConfig) -> data.StructLayout:
     return data.StructLayout({
-        "acc": signed(cfg.acc_bits),
+        "acc": signed(cfg.acc_bits),  # the PEs' sum of products
+        "bias": signed(cfg.acc_bits),
         "rq": requant_word_layout(cfg),
         "relu": 1,
     })
@@ -77,13 +79,14 @@ class Requantiser(wiring.Component):
         def reg(shape, name):
             return Signal(shape, name=name, reset_less=True)
 
-        # Stage 1: operands; raw mode multiplies by 1 and shifts by 0.
+        # Stage 1: the bias added (the sum fits acc_bits by the contract), the operands;
+        # raw mode multiplies by 1 and shifts by 0.
         acc1 = reg(signed(acc_bits), "acc1")
         m1 = reg(unsigned(cfg.requant_m_bits), "m1")
         s1 = reg(unsigned(cfg.requant_s_bits), "s1")
         relu1 = reg(1, "relu1")
         m.d.sync += [
-            acc1.eq(p.acc),
+            acc1.eq(p.acc + p.bias),
             m1.eq(Mux(p.relu, p.rq.m, 1)),
             s1.eq(Mux(p.relu, p.rq.s, 0)),
             relu1.eq(p.relu),

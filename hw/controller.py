@@ -114,12 +114,16 @@ class Controller(wiring.Component):
         w_tile = Signal.like(cmd.w_base)  # w_base + j*K
         next_loaded = Signal()  # the array's next registers hold column tile j's words
 
-        k_last = Signal.like(cmd.k)  # K - 1, kept so the issue path has no subtractor
-        is_first = ~k.any()  # `== 0` would lint as a truncating `!k`
-        is_last = k == k_last
-        is_new_j = is_first & (m_left == cmd.m)
-        last_row_tile = m_left <= R
-        last_col_tile = n_left <= C
+        # The slot's position flags are flip-flops, updated beside the counters they describe
+        # (each from a comparison made a cycle ahead), so `issue` and everything it enables
+        # start from registers: k == 0, k == K - 1, m_left == M (first row tile),
+        # m_left <= R (last row tile), n_left <= C (last column tile).
+        k_last2 = Signal.like(cmd.k)  # K - 2 (wraps for K = 1, where k never reaches it)
+        k_one = Signal()  # K == 1
+        m_one = Signal()  # M <= R: one row tile
+        is_first, is_last, top_row = Signal(), Signal(), Signal()
+        last_row_tile, last_col_tile = Signal(), Signal()
+        is_new_j = is_first & top_row
         issue = Signal()
         m.d.comb += issue.eq(issuing & (~is_new_j | next_loaded) & (~is_last | self.last_ok))
 
@@ -150,19 +154,24 @@ class Controller(wiring.Component):
         ]
 
         with m.If(issue):
-            m.d.sync += [k.eq(k + 1), act_addr.eq(act_addr + 1), w_addr.eq(w_addr + 1)]
+            m.d.sync += [k.eq(k + 1), act_addr.eq(act_addr + 1), w_addr.eq(w_addr + 1),
+                         is_first.eq(0), is_last.eq(k == k_last2)]
             with m.If(is_new_j):
                 m.d.sync += next_loaded.eq(0)
             with m.If(is_last):
-                m.d.sync += k.eq(0)
+                m.d.sync += [k.eq(0), is_first.eq(1), is_last.eq(k_one)]
                 with m.If(~last_row_tile):
-                    m.d.sync += [m_left.eq(m_left - R), w_addr.eq(w_tile)]
+                    m.d.sync += [m_left.eq(m_left - R), w_addr.eq(w_tile), top_row.eq(0),
+                                 last_row_tile.eq(m_left <= 2 * R)]
                 with m.Else():
                     m.d.sync += [
                         m_left.eq(cmd.m),
                         act_addr.eq(cmd.act_base),
                         w_tile.eq(w_addr + 1),
                         n_left.eq(n_left - C),
+                        top_row.eq(1),
+                        last_row_tile.eq(m_one),
+                        last_col_tile.eq(n_left <= 2 * C),
                     ]
                     with m.If(last_col_tile):
                         m.d.sync += issuing.eq(0)
@@ -242,7 +251,14 @@ class Controller(wiring.Component):
                     running.eq(1),
                     issuing.eq(1),
                     k.eq(0),
-                    k_last.eq(c_in.k - 1),
+                    k_last2.eq(c_in.k - 2),
+                    k_one.eq(c_in.k == 1),
+                    m_one.eq(c_in.m <= R),
+                    is_first.eq(1),
+                    is_last.eq(c_in.k == 1),
+                    top_row.eq(1),
+                    last_row_tile.eq(c_in.m <= R),
+                    last_col_tile.eq(c_in.n <= C),
                     m_left.eq(c_in.m),
                     n_left.eq(c_in.n),
                     act_addr.eq(c_in.act_base),

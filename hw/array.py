@@ -190,15 +190,21 @@ class PEArray(wiring.Component):
         # -- the PEs (S3, S4) ----------------------------------------------------------
         # The array's PE variant: no bias, cleared by a last slot (pe.py); its `sum` is the
         # dot product while the slot is in S4.
+        # A row's PEs accumulate only for tiles that have that row (`rows > r`): the rows' enables
+        # then differ, so that synthesis keeps one enable (and one clear) per row instead of
+        # merging them into one net across all R x C PEs. A row left out keeps the zero its
+        # last clear left in it.
         acc = [[None] * C for _ in range(R)]
         for r in range(R):
+            row_en = Signal(name=f"row_en{r}")
+            m.d.comb += row_en.eq(s[3].valid & (s[3].rows > r))
             for c in range(C):
                 pe = make_pe(cfg, in_array=True)
                 m.submodules[f"pe_{r}_{c}"] = pe
                 m.d.comb += [
                     pe.x.eq(x_op[r]),
                     pe.w.eq(w_op[c]),
-                    pe.en.eq(s[3].valid),
+                    pe.en.eq(row_en),
                     pe.last.eq(s[3].last),
                 ]
                 acc[r][c] = pe.sum
@@ -206,7 +212,10 @@ class PEArray(wiring.Component):
         # -- end of S4: capture into the shadow rows; drain one row per cycle ----------
         # `capture`, `drain` and the shadow rows' enable are flip-flops, each computed a
         # cycle ahead: they fan out to all R x C x acc_bits shadow bits, and a gate between
-        # them and that fan-out was the array's critical path.
+        # them and that fan-out was the array's critical path. The capture and the enable are
+        # one flip-flop per row, each driving C x acc_bits bits: row r captures only for a
+        # tile that has row r (rows past the tile's are never drained), which keeps synthesis
+        # from merging them back into one net.
         cap = s[CAPTURE_STAGE]
         shadow = [Signal(data.ArrayLayout(acc_t, C), name=f"shadow{r}", reset_less=True)
                   for r in range(R)]
@@ -219,7 +228,8 @@ class PEArray(wiring.Component):
         credits = Signal(range(RESULT_FIFO_DEPTH + 1), init=RESULT_FIFO_DEPTH)
         capture = Signal()  # = cap.valid & cap.last
         drain = Signal()  # = full & (credits != 0)
-        shadow_en = Signal()  # = capture | drain
+        cap_row = [Signal(name=f"capture{r}") for r in range(R)]  # capture & (rows > r)
+        shadow_en = [Signal(name=f"shadow_en{r}") for r in range(R)]  # cap_row[r] | drain
         popped = Signal()
 
         prev = s[CAPTURE_STAGE - 1]
@@ -236,8 +246,10 @@ class PEArray(wiring.Component):
             full.eq(full_next),
             credits.eq(credits_next),
             drain.eq(drain_next),
-            shadow_en.eq(capture_next | drain_next),
         ]
+        for r in range(R):
+            cap_next = capture_next & (prev.rows > r)
+            m.d.sync += [cap_row[r].eq(cap_next), shadow_en[r].eq(cap_next | drain_next)]
         with m.If(capture):
             m.d.sync += [
                 rows_left.eq(cap.rows),
@@ -248,10 +260,10 @@ class PEArray(wiring.Component):
             ]
         with m.Elif(drain):
             m.d.sync += rows_left.eq(rows_left - 1)
-        with m.If(shadow_en):
-            for r in range(R):
-                below = shadow[r + 1] if r + 1 < R else shadow[r]
-                m.d.sync += shadow[r].eq(Mux(capture, Cat(*acc[r]), below))
+        for r in range(R):
+            below = shadow[r + 1] if r + 1 < R else shadow[r]
+            with m.If(shadow_en[r]):
+                m.d.sync += shadow[r].eq(Mux(cap_row[r], Cat(*acc[r]), below))
 
         # Requantisers, one per column, and the mask / end marker beside them.
         ys = []

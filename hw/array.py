@@ -152,10 +152,17 @@ class PEArray(wiring.Component):
             table_t = data.ArrayLayout(data.ArrayLayout(unsigned(entry_bits), L), tables)
             tbl_next = Signal(table_t, reset_less=True)
             tbl_active = Signal(table_t, reset_less=True)
-            with m.If(self.load.tbl_we):
+            # The step words straight from the block RAM into flip-flops, then into the
+            # tables: the RAM's slow output meets no logic (the controller counts the cycle).
+            tbl_we = Signal()
+            tbl_addr = Signal.like(self.load.tbl_addr, reset_less=True)
+            tbl_data = Signal.like(self.load.tbl_data, reset_less=True)
+            m.d.sync += [tbl_we.eq(self.load.tbl_we), tbl_addr.eq(self.load.tbl_addr),
+                         tbl_data.eq(self.load.tbl_data)]
+            with m.If(tbl_we):
                 for t in range(tables):
-                    lane = self.load.tbl_data[t * entry_bits : (t + 1) * entry_bits]
-                    m.d.sync += tbl_next[t][self.load.tbl_addr].eq(lane)
+                    lane = tbl_data[t * entry_bits : (t + 1) * entry_bits]
+                    m.d.sync += tbl_next[t][tbl_addr].eq(lane)
             with m.If(self.slot.valid & p.new_j):
                 m.d.sync += tbl_active.eq(tbl_next)
             # -- S2: decode once per column, broadcast down the column -----------------
@@ -178,10 +185,17 @@ class PEArray(wiring.Component):
         bias_cur = Signal(data.ArrayLayout(acc_t, C), reset_less=True)
         rq_next = Signal(data.ArrayLayout(rq_t, C), reset_less=True)
         rq_cur = Signal(data.ArrayLayout(rq_t, C), reset_less=True)
-        with m.If(self.load.bias_we):
-            m.d.sync += bias_next.eq(self.load.bias_data)
-        with m.If(self.load.rq_we):
-            m.d.sync += rq_next.eq(self.load.rq_data)
+        # Likewise the biases and requantisation words: registered as they leave the block
+        # RAMs, written a cycle later (still long before their swap).
+        bias_we, rq_we = Signal(), Signal()
+        bias_in = Signal.like(bias_next, reset_less=True)
+        rq_in = Signal.like(rq_next, reset_less=True)
+        m.d.sync += [bias_we.eq(self.load.bias_we), rq_we.eq(self.load.rq_we),
+                     bias_in.eq(self.load.bias_data), rq_in.eq(self.load.rq_data)]
+        with m.If(bias_we):
+            m.d.sync += bias_next.eq(bias_in)
+        with m.If(rq_we):
+            m.d.sync += rq_next.eq(rq_in)
         with m.If(s[3].valid & s[3].new_j):
             m.d.sync += bias_cur.eq(bias_next)
         with m.If(s[3].valid & s[3].new_j):

@@ -191,8 +191,13 @@ class Controller(wiring.Component):
             self.load.rq_we.eq(bias_we),
         ]
         start_load = Signal()
-        m.d.comb += start_load.eq(issuing & ~loading & ~next_loaded & load_n_left.any()
-                                  & ~self.swap_pending & ~(issue & is_new_j))
+        # The array registers the step words before writing its tables (the block RAM's
+        # output then meets only a flip-flop): the tables are complete one cycle after the
+        # last entry's read, `loaded_soon`.
+        loaded_soon = Signal()
+        m.d.comb += start_load.eq(issuing & ~loading & ~next_loaded & ~loaded_soon
+                                  & load_n_left.any() & ~self.swap_pending
+                                  & ~(issue & is_new_j))
         m.d.sync += bias_we.eq(start_load)
         if cfg.pe == "shift":
             step_addr = Signal.like(cmd.step_base)
@@ -213,12 +218,14 @@ class Controller(wiring.Component):
                     m.d.sync += [
                         entry.eq(0),
                         loading.eq(0),
-                        next_loaded.eq(1),
+                        loaded_soon.eq(1),
                         param_addr.eq(param_addr + 1),
                         load_n_left.eq(Mux(load_n_left <= C, 0, load_n_left - C)),
                     ]
                     if cfg.step_tables == "layer":
                         m.d.sync += step_addr.eq(cmd.step_base)
+            with m.If(loaded_soon):
+                m.d.sync += [loaded_soon.eq(0), next_loaded.eq(1)]
         else:
             # The words arrive one cycle after the read: next_loaded then.
             with m.If(start_load):
@@ -271,7 +278,8 @@ class Controller(wiring.Component):
                 ]
                 if cfg.pe == "shift":
                     m.d.sync += step_addr.eq(c_in.step_base)
-        with m.Elif(running & ~issuing & ~loading & self.array_idle & ~s1.valid):
+        with m.Elif(running & ~issuing & ~loading & ~loaded_soon & self.array_idle
+                    & ~s1.valid):
             m.d.sync += [running.eq(0), self.done.eq(1)]
         return m
 

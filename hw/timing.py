@@ -23,7 +23,9 @@ SWAP_CYCLES = SWAP_STAGE + 1
 
 def load_cycles(cfg: AccelConfig) -> int:
     """Cycles from the loader's start to the next column tile's words being ready."""
-    return cfg.levels if cfg.pe == "shift" else 2
+    # Shift PE: one step-table entry per cycle, and one more for the array's register
+    # between the block RAM and the tables.
+    return cfg.levels + 1 if cfg.pe == "shift" else 2
 
 
 def tile_rows(cfg: AccelConfig, m: int) -> list[int]:

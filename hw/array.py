@@ -47,8 +47,10 @@ CAPTURE_STAGE = PRE_PE_STAGES + PE_LATENCY
 # The last stage that reads the next registers (the biases and requantisation words swap at
 # its end): a new_j slot holds them until it leaves this stage.
 SWAP_STAGE = 3
-# Result FIFO entries; the drain only starts a row it has room for.
-RESULT_FIFO_DEPTH = RQ_LATENCY + 4
+# Result FIFO entries; the drain only starts a row it has room for. A read returns its credit a
+# cycle late (registered, so that the reader's `ready` reaches no further than a flip-flop):
+# one entry more keeps the drain from waiting with `ready` high.
+RESULT_FIFO_DEPTH = RQ_LATENCY + 5
 
 
 def step_table_bits(cfg: AccelConfig) -> int:
@@ -250,9 +252,11 @@ class PEArray(wiring.Component):
         capture_next = prev.valid & prev.last
         full_next = Signal()
         credits_next = Signal.like(credits)
+        popped_r = Signal()  # a word was read last cycle: its credit returns now
+        m.d.sync += popped_r.eq(popped)
         m.d.comb += [
             full_next.eq(capture | (full & ~(drain & (rows_left == 1)))),
-            credits_next.eq(credits - drain + popped),
+            credits_next.eq(credits - drain + popped_r),
         ]
         drain_next = full_next & credits_next.any()
         m.d.sync += [

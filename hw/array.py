@@ -5,7 +5,7 @@ weight word (``C`` lanes of b-bit codes: ``W[k, j*C + c]``). Row r's activation 
 to the C PEs of the row; column c's code is decoded once, through column c's step table
 (shift PE), and broadcast to the R PEs of the column. PE (r, c) accumulates
 ``Y[i*R + r, j*C + c]`` over the K slots of a tile. The flags of a slot say where it sits:
-``first`` (k = 0: the PE loads the bias), ``last`` (k = K-1: the tile is complete),
+``first`` (k = 0), ``last`` (k = K-1: the tile is complete),
 ``new_j`` (first slot of a new column tile: swap in that tile's step tables, biases and
 requantisation words, loaded beforehand into the *next* registers through ``load``).
 
@@ -15,13 +15,14 @@ its memory addresses in S0):
     S1  slot in: activation and weight words straight from the buffers, registered
     S2  column decode: code -> (sign, step word) through the active step table, registered
     S3  PE stage 1 (product)
-    S4  PE stage 2 (accumulate; a first slot reads the column bias here)
-    S5  the accumulators hold the slot's sum; a last slot copies them to the shadow rows
+    S4  PE stage 2: sum = acc + product; a last slot copies the R x C sums (the tile's dot
+        products, without the bias) into the shadow rows and clears the accumulators
 
-The step tables swap at the end of S1 of a ``new_j`` slot, the biases at the end of S3 and
-the requantisation words at the end of S4, so every tile in flight sees its own. The shadow
-rows (one per PE row) drain one row per cycle through the C column requantisers into the
-result FIFO while the next tile computes: tiles run back to back as long as K >= R + 5.
+The step tables swap at the end of S1 of a ``new_j`` slot, the biases and requantisation
+words at the end of S3, so every tile in flight sees its own; a capture copies the column
+biases and requantisation words beside the shadow rows. The shadow rows (one per PE row)
+drain one row per cycle through the C column requantisers (which add the bias) into the
+result FIFO while the next tile computes: tiles run back to back as long as K >= R + 4.
 """
 
 from __future__ import annotations
@@ -40,10 +41,16 @@ from sqaccel.hw.requant import Requantiser, requant_word_layout
 
 # Slot stages before the PEs (S1 input register, S2 decode register).
 PRE_PE_STAGES = 2
-# Stage (counting S1 = 1) in which the accumulators hold a slot's sum.
-CAPTURE_STAGE = 1 + PRE_PE_STAGES + PE_LATENCY
-# Result FIFO entries; the drain only starts a row it has room for.
-RESULT_FIFO_DEPTH = RQ_LATENCY + 4
+# Stage (counting S1 = 1) in which the PEs' sums hold a slot's total: a last slot's sums are
+# captured at its end.
+CAPTURE_STAGE = PRE_PE_STAGES + PE_LATENCY
+# The last stage that reads the next registers (the biases and requantisation words swap at
+# its end): a new_j slot holds them until it leaves this stage.
+SWAP_STAGE = 3
+# Result FIFO entries; the drain only starts a row it has room for. A read returns its credit a
+# cycle late (registered, so that the reader's `ready` reaches no further than a flip-flop):
+# one entry more keeps the drain from waiting with `ready` high.
+RESULT_FIFO_DEPTH = RQ_LATENCY + 5
 
 
 def step_table_bits(cfg: AccelConfig) -> int:
@@ -93,7 +100,7 @@ class PEArray(wiring.Component):
     Members: ``slot`` (always-ready stream of slots), ``load`` (next-register writes),
     ``relu`` (the command's layer has a ReLU), ``result`` (stream of result words),
     ``last_ok`` (a last slot may be issued now: its capture will find the shadow rows
-    free), ``swap_pending`` (a new_j slot is between S1 and S4: the next registers are not
+    free), ``swap_pending`` (a new_j slot is between S1 and S3: the next registers are not
     to be written), ``idle`` (nothing in flight, every result read).
     """
 
@@ -147,10 +154,17 @@ class PEArray(wiring.Component):
             table_t = data.ArrayLayout(data.ArrayLayout(unsigned(entry_bits), L), tables)
             tbl_next = Signal(table_t, reset_less=True)
             tbl_active = Signal(table_t, reset_less=True)
-            with m.If(self.load.tbl_we):
+            # The step words straight from the block RAM into flip-flops, then into the
+            # tables: the RAM's slow output meets no logic (the controller counts the cycle).
+            tbl_we = Signal()
+            tbl_addr = Signal.like(self.load.tbl_addr, reset_less=True)
+            tbl_data = Signal.like(self.load.tbl_data, reset_less=True)
+            m.d.sync += [tbl_we.eq(self.load.tbl_we), tbl_addr.eq(self.load.tbl_addr),
+                         tbl_data.eq(self.load.tbl_data)]
+            with m.If(tbl_we):
                 for t in range(tables):
-                    lane = self.load.tbl_data[t * entry_bits : (t + 1) * entry_bits]
-                    m.d.sync += tbl_next[t][self.load.tbl_addr].eq(lane)
+                    lane = tbl_data[t * entry_bits : (t + 1) * entry_bits]
+                    m.d.sync += tbl_next[t][tbl_addr].eq(lane)
             with m.If(self.slot.valid & p.new_j):
                 m.d.sync += tbl_active.eq(tbl_next)
             # -- S2: decode once per column, broadcast down the column -----------------
@@ -173,38 +187,56 @@ class PEArray(wiring.Component):
         bias_cur = Signal(data.ArrayLayout(acc_t, C), reset_less=True)
         rq_next = Signal(data.ArrayLayout(rq_t, C), reset_less=True)
         rq_cur = Signal(data.ArrayLayout(rq_t, C), reset_less=True)
-        with m.If(self.load.bias_we):
-            m.d.sync += bias_next.eq(self.load.bias_data)
-        with m.If(self.load.rq_we):
-            m.d.sync += rq_next.eq(self.load.rq_data)
+        # Likewise the biases and requantisation words: registered as they leave the block
+        # RAMs, written a cycle later (still long before their swap).
+        bias_we, rq_we = Signal(), Signal()
+        bias_in = Signal.like(bias_next, reset_less=True)
+        rq_in = Signal.like(rq_next, reset_less=True)
+        m.d.sync += [bias_we.eq(self.load.bias_we), rq_we.eq(self.load.rq_we),
+                     bias_in.eq(self.load.bias_data), rq_in.eq(self.load.rq_data)]
+        with m.If(bias_we):
+            m.d.sync += bias_next.eq(bias_in)
+        with m.If(rq_we):
+            m.d.sync += rq_next.eq(rq_in)
         with m.If(s[3].valid & s[3].new_j):
             m.d.sync += bias_cur.eq(bias_next)
-        with m.If(s[4].valid & s[4].new_j):
+        with m.If(s[3].valid & s[3].new_j):
             m.d.sync += rq_cur.eq(rq_next)
 
         # -- the PEs (S3, S4) ----------------------------------------------------------
+        # The array's PE variant: no bias, cleared by a last slot (pe.py); its `sum` is the
+        # dot product while the slot is in S4.
+        # A row's PEs accumulate only for tiles that have that row (`rows > r`): the rows' enables
+        # then differ, so that synthesis keeps one enable (and one clear) per row instead of
+        # merging them into one net across all R x C PEs. A row left out keeps the zero its
+        # last clear left in it.
         acc = [[None] * C for _ in range(R)]
         for r in range(R):
+            row_en = Signal(name=f"row_en{r}")
+            m.d.comb += row_en.eq(s[3].valid & (s[3].rows > r))
             for c in range(C):
-                pe = make_pe(cfg)
+                pe = make_pe(cfg, in_array=True)
                 m.submodules[f"pe_{r}_{c}"] = pe
                 m.d.comb += [
                     pe.x.eq(x_op[r]),
                     pe.w.eq(w_op[c]),
-                    pe.en.eq(s[3].valid),
-                    pe.first.eq(s[3].first),
-                    pe.bias.eq(bias_cur[c]),
+                    pe.en.eq(row_en),
+                    pe.last.eq(s[3].last),
                 ]
-                acc[r][c] = pe.acc
+                acc[r][c] = pe.sum
 
-        # -- S5: capture into the shadow rows; drain one row per cycle -----------------
+        # -- end of S4: capture into the shadow rows; drain one row per cycle ----------
         # `capture`, `drain` and the shadow rows' enable are flip-flops, each computed a
         # cycle ahead: they fan out to all R x C x acc_bits shadow bits, and a gate between
-        # them and that fan-out was the array's critical path.
+        # them and that fan-out was the array's critical path. The capture and the enable are
+        # one flip-flop per row, each driving C x acc_bits bits: row r captures only for a
+        # tile that has row r (rows past the tile's are never drained), which keeps synthesis
+        # from merging them back into one net.
         cap = s[CAPTURE_STAGE]
         shadow = [Signal(data.ArrayLayout(acc_t, C), name=f"shadow{r}", reset_less=True)
                   for r in range(R)]
         rq_tile = Signal(data.ArrayLayout(rq_t, C), reset_less=True)
+        bias_tile = Signal(data.ArrayLayout(acc_t, C), reset_less=True)
         col_mask = Signal(C, reset_less=True)
         final = Signal(reset_less=True)
         rows_left = Signal(range(R + 1), reset_less=True)
@@ -212,16 +244,19 @@ class PEArray(wiring.Component):
         credits = Signal(range(RESULT_FIFO_DEPTH + 1), init=RESULT_FIFO_DEPTH)
         capture = Signal()  # = cap.valid & cap.last
         drain = Signal()  # = full & (credits != 0)
-        shadow_en = Signal()  # = capture | drain
+        cap_row = [Signal(name=f"capture{r}") for r in range(R)]  # capture & (rows > r)
+        shadow_en = [Signal(name=f"shadow_en{r}") for r in range(R)]  # cap_row[r] | drain
         popped = Signal()
 
         prev = s[CAPTURE_STAGE - 1]
         capture_next = prev.valid & prev.last
         full_next = Signal()
         credits_next = Signal.like(credits)
+        popped_r = Signal()  # a word was read last cycle: its credit returns now
+        m.d.sync += popped_r.eq(popped)
         m.d.comb += [
             full_next.eq(capture | (full & ~(drain & (rows_left == 1)))),
-            credits_next.eq(credits - drain + popped),
+            credits_next.eq(credits - drain + popped_r),
         ]
         drain_next = full_next & credits_next.any()
         m.d.sync += [
@@ -229,21 +264,24 @@ class PEArray(wiring.Component):
             full.eq(full_next),
             credits.eq(credits_next),
             drain.eq(drain_next),
-            shadow_en.eq(capture_next | drain_next),
         ]
+        for r in range(R):
+            cap_next = capture_next & (prev.rows > r)
+            m.d.sync += [cap_row[r].eq(cap_next), shadow_en[r].eq(cap_next | drain_next)]
         with m.If(capture):
             m.d.sync += [
                 rows_left.eq(cap.rows),
                 rq_tile.eq(rq_cur),
+                bias_tile.eq(bias_cur),
                 final.eq(cap.final),
                 col_mask.eq(Cat(cap.cols > c for c in range(C))),
             ]
         with m.Elif(drain):
             m.d.sync += rows_left.eq(rows_left - 1)
-        with m.If(shadow_en):
-            for r in range(R):
-                below = shadow[r + 1] if r + 1 < R else shadow[r]
-                m.d.sync += shadow[r].eq(Mux(capture, Cat(*acc[r]), below))
+        for r in range(R):
+            below = shadow[r + 1] if r + 1 < R else shadow[r]
+            with m.If(shadow_en[r]):
+                m.d.sync += shadow[r].eq(Mux(cap_row[r], Cat(*acc[r]), below))
 
         # Requantisers, one per column, and the mask / end marker beside them.
         ys = []
@@ -253,6 +291,7 @@ class PEArray(wiring.Component):
             m.d.comb += [
                 rq.i.valid.eq(drain),
                 rq.i.payload.acc.eq(shadow[0][c]),
+                rq.i.payload.bias.eq(bias_tile[c]),
                 rq.i.payload.rq.eq(rq_tile[c]),
                 rq.i.payload.relu.eq(self.relu),
             ]
@@ -287,7 +326,8 @@ class PEArray(wiring.Component):
         m.d.comb += [
             self.last_ok.eq(~full & ~last_in_flight),
             self.swap_pending.eq((self.slot.valid & p.new_j)
-                                 | Cat(s[n].valid & s[n].new_j for n in (2, 3, 4)).any()),
+                                 | Cat(s[n].valid & s[n].new_j
+                                       for n in range(2, SWAP_STAGE + 1)).any()),
             self.idle.eq(~self.slot.valid & ~Cat(f.valid for f in in_flight).any() & ~full
                          & (credits == RESULT_FIFO_DEPTH)),
         ]

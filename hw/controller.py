@@ -114,12 +114,16 @@ class Controller(wiring.Component):
         w_tile = Signal.like(cmd.w_base)  # w_base + j*K
         next_loaded = Signal()  # the array's next registers hold column tile j's words
 
-        k_last = Signal.like(cmd.k)  # K - 1, kept so the issue path has no subtractor
-        is_first = ~k.any()  # `== 0` would lint as a truncating `!k`
-        is_last = k == k_last
-        is_new_j = is_first & (m_left == cmd.m)
-        last_row_tile = m_left <= R
-        last_col_tile = n_left <= C
+        # The slot's position flags are flip-flops, updated beside the counters they describe
+        # (each from a comparison made a cycle ahead), so `issue` and everything it enables
+        # start from registers: k == 0, k == K - 1, m_left == M (first row tile),
+        # m_left <= R (last row tile), n_left <= C (last column tile).
+        k_last2 = Signal.like(cmd.k)  # K - 2 (wraps for K = 1, where k never reaches it)
+        k_one = Signal()  # K == 1
+        m_one = Signal()  # M <= R: one row tile
+        is_first, is_last, top_row = Signal(), Signal(), Signal()
+        last_row_tile, last_col_tile = Signal(), Signal()
+        is_new_j = is_first & top_row
         issue = Signal()
         m.d.comb += issue.eq(issuing & (~is_new_j | next_loaded) & (~is_last | self.last_ok))
 
@@ -150,19 +154,24 @@ class Controller(wiring.Component):
         ]
 
         with m.If(issue):
-            m.d.sync += [k.eq(k + 1), act_addr.eq(act_addr + 1), w_addr.eq(w_addr + 1)]
+            m.d.sync += [k.eq(k + 1), act_addr.eq(act_addr + 1), w_addr.eq(w_addr + 1),
+                         is_first.eq(0), is_last.eq(k == k_last2)]
             with m.If(is_new_j):
                 m.d.sync += next_loaded.eq(0)
             with m.If(is_last):
-                m.d.sync += k.eq(0)
+                m.d.sync += [k.eq(0), is_first.eq(1), is_last.eq(k_one)]
                 with m.If(~last_row_tile):
-                    m.d.sync += [m_left.eq(m_left - R), w_addr.eq(w_tile)]
+                    m.d.sync += [m_left.eq(m_left - R), w_addr.eq(w_tile), top_row.eq(0),
+                                 last_row_tile.eq(m_left <= 2 * R)]
                 with m.Else():
                     m.d.sync += [
                         m_left.eq(cmd.m),
                         act_addr.eq(cmd.act_base),
                         w_tile.eq(w_addr + 1),
                         n_left.eq(n_left - C),
+                        top_row.eq(1),
+                        last_row_tile.eq(m_one),
+                        last_col_tile.eq(n_left <= 2 * C),
                     ]
                     with m.If(last_col_tile):
                         m.d.sync += issuing.eq(0)
@@ -182,8 +191,13 @@ class Controller(wiring.Component):
             self.load.rq_we.eq(bias_we),
         ]
         start_load = Signal()
-        m.d.comb += start_load.eq(issuing & ~loading & ~next_loaded & load_n_left.any()
-                                  & ~self.swap_pending & ~(issue & is_new_j))
+        # The array registers the step words before writing its tables (the block RAM's
+        # output then meets only a flip-flop): the tables are complete one cycle after the
+        # last entry's read, `loaded_soon`.
+        loaded_soon = Signal()
+        m.d.comb += start_load.eq(issuing & ~loading & ~next_loaded & ~loaded_soon
+                                  & load_n_left.any() & ~self.swap_pending
+                                  & ~(issue & is_new_j))
         m.d.sync += bias_we.eq(start_load)
         if cfg.pe == "shift":
             step_addr = Signal.like(cmd.step_base)
@@ -204,12 +218,14 @@ class Controller(wiring.Component):
                     m.d.sync += [
                         entry.eq(0),
                         loading.eq(0),
-                        next_loaded.eq(1),
+                        loaded_soon.eq(1),
                         param_addr.eq(param_addr + 1),
                         load_n_left.eq(Mux(load_n_left <= C, 0, load_n_left - C)),
                     ]
                     if cfg.step_tables == "layer":
                         m.d.sync += step_addr.eq(cmd.step_base)
+            with m.If(loaded_soon):
+                m.d.sync += [loaded_soon.eq(0), next_loaded.eq(1)]
         else:
             # The words arrive one cycle after the read: next_loaded then.
             with m.If(start_load):
@@ -242,7 +258,14 @@ class Controller(wiring.Component):
                     running.eq(1),
                     issuing.eq(1),
                     k.eq(0),
-                    k_last.eq(c_in.k - 1),
+                    k_last2.eq(c_in.k - 2),
+                    k_one.eq(c_in.k == 1),
+                    m_one.eq(c_in.m <= R),
+                    is_first.eq(1),
+                    is_last.eq(c_in.k == 1),
+                    top_row.eq(1),
+                    last_row_tile.eq(c_in.m <= R),
+                    last_col_tile.eq(c_in.n <= C),
                     m_left.eq(c_in.m),
                     n_left.eq(c_in.n),
                     act_addr.eq(c_in.act_base),
@@ -255,7 +278,8 @@ class Controller(wiring.Component):
                 ]
                 if cfg.pe == "shift":
                     m.d.sync += step_addr.eq(c_in.step_base)
-        with m.Elif(running & ~issuing & ~loading & self.array_idle & ~s1.valid):
+        with m.Elif(running & ~issuing & ~loading & ~loaded_soon & self.array_idle
+                    & ~s1.valid):
             m.d.sync += [running.eq(0), self.done.eq(1)]
         return m
 

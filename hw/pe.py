@@ -9,8 +9,14 @@ accumulator in one cycle:
 - stage 2 (the next cycle): ``acc <= (first ? bias : acc) + product`` when ``en`` was set.
 
 ``acc`` shows the sum ``LATENCY`` cycles after the operands. ``bias`` is read in stage 2,
-i.e. one cycle after the ``first`` operands; the array holds each column's bias in a register
-that changes at the right cycle, so the PEs need no bias register of their own.
+i.e. one cycle after the ``first`` operands.
+
+Inside the array the PEs are built with ``in_array=True``, which trades ``first``/``bias``/
+``acc`` for ``last``/``sum``: stage 2 computes ``sum = acc + product`` (combinational, the
+dot product's total while its last operand is in stage 2) and ``acc <= last ? 0 : sum``.
+The clear is the flip-flops' synchronous reset, so the accumulator has no multiplexer in front
+of its adder; the array copies ``sum`` into its shadow rows and adds the column's bias once
+per column, in the requantiser (docs/hardware.md, "PE operand formats").
 
 Weight operand (docs/hardware.md, "PE operand formats"):
 
@@ -22,7 +28,7 @@ Weight operand (docs/hardware.md, "PE operand formats"):
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -50,26 +56,37 @@ def magnitude_bits(cfg: AccelConfig) -> int:
 
 
 class PESignature(wiring.Signature):
-    def __init__(self, cfg: AccelConfig):
-        super().__init__({
+    """``x``, ``w``, ``en`` and, standalone, ``first``, ``bias``, ``acc``; in the array
+    (``in_array``) ``last`` and ``sum`` instead."""
+
+    def __init__(self, cfg: AccelConfig, in_array: bool = False):
+        members = {
             "x": In(unsigned(cfg.act_bits)),
             "w": In(weight_operand_shape(cfg)),
             "en": In(1),
-            "first": In(1),
-            "bias": In(signed(cfg.acc_bits)),
-            "acc": Out(signed(cfg.acc_bits)),
-        })
+        }
+        if in_array:
+            members |= {"last": In(1), "sum": Out(signed(cfg.acc_bits))}
+        else:
+            members |= {"first": In(1), "bias": In(signed(cfg.acc_bits)),
+                        "acc": Out(signed(cfg.acc_bits))}
+        super().__init__(members)
 
 
 class _PEBase(wiring.Component):
     latency = LATENCY
 
-    def __init__(self, cfg: AccelConfig):
+    def __init__(self, cfg: AccelConfig, in_array: bool = False):
         self.cfg = cfg
-        super().__init__(PESignature(cfg))
+        self.in_array = in_array
+        super().__init__(PESignature(cfg, in_array))
 
     def _accumulate(self, m: Module, addend) -> None:
-        """Stage 2, shared by both kinds: ``acc <= (first ? bias : acc) + addend``."""
+        """Stage 2, shared by both kinds: ``acc <= (first ? bias : acc) + addend``, or in
+        the array ``sum = acc + addend``, ``acc <= last ? 0 : sum``."""
+        if self.in_array:
+            self._accumulate_in_array(m, addend)
+            return
         en1, first1 = Signal(), Signal()
         m.d.sync += [en1.eq(self.en), first1.eq(self.first)]
         # Datapath registers skip the reset: a first operand loads the accumulator, and the
@@ -79,6 +96,20 @@ class _PEBase(wiring.Component):
         base = Mux(first1, self.bias, acc)
         with m.If(en1):
             m.d.sync += acc.eq(base + addend)
+
+    def _accumulate_in_array(self, m: Module, addend) -> None:
+        # `clear` (a last operand, or the reset: a command cut short leaves nothing behind)
+        # is the accumulator's synchronous reset, free in the flip-flops.
+        en1 = Signal()
+        clear = Signal(reset_less=True)
+        m.d.sync += [en1.eq(self.en), clear.eq((self.en & self.last) | ResetSignal())]
+        acc = Signal(signed(self.cfg.acc_bits), reset_less=True)
+        total = Signal(signed(self.cfg.acc_bits))
+        m.d.comb += [total.eq(acc + addend), self.sum.eq(total)]
+        with m.If(clear):
+            m.d.sync += acc.eq(0)
+        with m.Elif(en1):
+            m.d.sync += acc.eq(total)
 
 
 class ShiftAddPE(_PEBase):
@@ -131,9 +162,9 @@ class MultPE(_PEBase):
         return m
 
 
-def make_pe(cfg: AccelConfig) -> _PEBase:
-    """The PE of ``cfg.pe``."""
-    return ShiftAddPE(cfg) if cfg.pe == "shift" else MultPE(cfg)
+def make_pe(cfg: AccelConfig, in_array: bool = False) -> _PEBase:
+    """The PE of ``cfg.pe`` (``in_array``: the array's variant, ``last``/``sum``)."""
+    return (ShiftAddPE if cfg.pe == "shift" else MultPE)(cfg, in_array)
 
 
 def pe_class(cfg: AccelConfig) -> type[_PEBase]:

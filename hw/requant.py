@@ -1,5 +1,6 @@
 """The requantiser of one output column (docs/arithmetic.md, section 5).
 
+    acc = sum + bias                                       (the column's bias added here)
     y = clamp((acc * M + 2^(S-1)) >> S, 0, 2^A - 1)       (ReLU layer)
     y = acc                                                (layer without ReLU: raw)
 
@@ -7,16 +8,20 @@ Raw mode runs through the same datapath with M = 1, S = 0 and no rounding or cla
 accumulator needs no delay line of its own. The pipeline has ``LATENCY`` stages and never
 stalls (both streams are always-ready): whoever feeds it keeps room for what is in flight.
 
-    stage 1  operands registered (M = 1, S = 0 in raw mode)
-    stage 2  partial products: each 17-bit slice of acc times M (one DSP block each)
-    stage 3  product = acc * M, the partial products added
-    stage 4  rounded = product + 2^(S-1)
-    stage 5  shifted = rounded >> S           (arithmetic: flooring)
-    stage 6  y = clamp(shifted, 0, 2^A - 1)   (ReLU) or shifted (raw)
+    stage 1  acc = sum + bias and the operands registered (M = 1, S = 0 in raw mode)
+    stage 2  the DSP blocks' operands registered again, with nothing in between
+    stage 3  partial products: each 17-bit slice of acc times M (one DSP block each)
+    stage 4  product = acc * M, the partial products added
+    stage 5  rounded = product + 2^(S-1)
+    stage 6  shifted = rounded >> S           (arithmetic: flooring)
+    stage 7  y = clamp(shifted, 0, 2^A - 1)   (ReLU) or shifted (raw)
 
 The multiplier is split by hand so that neither the DSP blocks nor the adder that joins their
 outputs shares a cycle with anything else (on ECP5 the unsplit product, with the raw-mode
-multiplexer in front, limited the whole design to 78 MHz).
+multiplexer in front, limited the whole design to 78 MHz). The DSP block's own delay is
+about half a cycle at 125 MHz, so its operands come from flip-flops that feed nothing else
+and are fed by plain flip-flops: the placer can put them beside the DSP block, away from the
+shadow rows and the bias adder.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from sqaccel import abi
 from sqaccel.config import AccelConfig
 
-LATENCY = 6
+LATENCY = 7
 # Width of the unsigned low slices of acc: a slice times the 16-bit M fits an 18 x 18 DSP.
 SLICE_BITS = 17
 
@@ -40,7 +45,8 @@ def requant_word_layout(cfg: AccelConfig) -> data.StructLayout:
 
 def requant_in_layout(cfg: AccelConfig) -> data.StructLayout:
     return data.StructLayout({
-        "acc": signed(cfg.acc_bits),
+        "acc": signed(cfg.acc_bits),  # the PEs' sum of products
+        "bias": signed(cfg.acc_bits),
         "rq": requant_word_layout(cfg),
         "relu": 1,
     })
@@ -77,30 +83,37 @@ class Requantiser(wiring.Component):
         def reg(shape, name):
             return Signal(shape, name=name, reset_less=True)
 
-        # Stage 1: operands; raw mode multiplies by 1 and shifts by 0.
+        # Stage 1: the bias added (the sum fits acc_bits by the contract), the operands;
+        # raw mode multiplies by 1 and shifts by 0.
         acc1 = reg(signed(acc_bits), "acc1")
         m1 = reg(unsigned(cfg.requant_m_bits), "m1")
         s1 = reg(unsigned(cfg.requant_s_bits), "s1")
         relu1 = reg(1, "relu1")
         m.d.sync += [
-            acc1.eq(p.acc),
+            acc1.eq(p.acc + p.bias),
             m1.eq(Mux(p.relu, p.rq.m, 1)),
             s1.eq(Mux(p.relu, p.rq.s, 0)),
             relu1.eq(p.relu),
         ]
 
-        # Stage 2: partial products of acc's slices (low slices unsigned, the top one signed).
+        # Stage 2: the DSP blocks' operands, plain copies.
+        acc_d = reg(signed(acc_bits), "acc_dsp")
+        m_d = reg(unsigned(cfg.requant_m_bits), "m_dsp")
+        s_d, relu_d = reg(unsigned(cfg.requant_s_bits), "s_dsp"), reg(1, "relu_dsp")
+        m.d.sync += [acc_d.eq(acc1), m_d.eq(m1), s_d.eq(s1), relu_d.eq(relu1)]
+
+        # Stage 3: partial products of acc's slices (low slices unsigned, the top one signed).
         slices = []
         for lo in range(0, acc_bits, SLICE_BITS):
             hi = min(lo + SLICE_BITS, acc_bits)
-            part = acc1[lo:hi] if hi < acc_bits else acc1[lo:hi].as_signed()
+            part = acc_d[lo:hi] if hi < acc_bits else acc_d[lo:hi].as_signed()
             pp = reg(signed(hi - lo + cfg.requant_m_bits + 1), f"pp{lo}")
-            m.d.sync += pp.eq(part * m1)
+            m.d.sync += pp.eq(part * m_d)
             slices.append((lo, pp))
         s2, relu2 = reg(unsigned(cfg.requant_s_bits), "s2"), reg(1, "relu2")
-        m.d.sync += [s2.eq(s1), relu2.eq(relu1)]
+        m.d.sync += [s2.eq(s_d), relu2.eq(relu_d)]
 
-        # Stage 3: the product, the partial products added.
+        # Stage 4: the product, the partial products added.
         prod = reg(signed(prod_bits), "prod")
         total = slices[0][1]
         for lo, pp in slices[1:]:
@@ -108,7 +121,7 @@ class Requantiser(wiring.Component):
         s3, relu3 = reg(unsigned(cfg.requant_s_bits), "s3"), reg(1, "relu3")
         m.d.sync += [prod.eq(total), s3.eq(s2), relu3.eq(relu2)]
 
-        # Stage 4: + 2^(S-1) (half-up rounding); nothing when S = 0 (raw mode).
+        # Stage 5: + 2^(S-1) (half-up rounding); nothing when S = 0 (raw mode).
         # Bit S-1 of a one-hot (none for S = 0). A bit above the product's width only meets
         # S so large that the clamp gives 0 with or without it, so it may be dropped.
         rounded = reg(signed(wide), "rounded")
@@ -117,12 +130,12 @@ class Requantiser(wiring.Component):
         m.d.sync += [rounded.eq(prod + half[: min(wide - 1, len(half))]), s4.eq(s3),
                      relu4.eq(relu3)]
 
-        # Stage 5: arithmetic shift right by S (floors).
+        # Stage 6: arithmetic shift right by S (floors).
         shifted = reg(signed(wide), "shifted")
         relu5 = reg(1, "relu5")
         m.d.sync += [shifted.eq(rounded >> s4), relu5.eq(relu4)]
 
-        # Stage 6: clamp to 0 .. 2^A-1 (ReLU) or pass the accumulator (raw).
+        # Stage 7: clamp to 0 .. 2^A-1 (ReLU) or pass the accumulator (raw).
         negative = shifted[-1]
         over = shifted[act_bits:-1].any()
         clamped = Mux(negative, 0, Mux(over, cfg.act_max, shifted[:act_bits]))

@@ -8,22 +8,24 @@ derives the numbers; the simulation tests and bench/bench_array.py check them.
 from __future__ import annotations
 
 from sqaccel.config import AccelConfig
-from sqaccel.hw.array import CAPTURE_STAGE
+from sqaccel.hw.array import CAPTURE_STAGE, SWAP_STAGE
 from sqaccel.hw.requant import LATENCY as REQUANT_LATENCY
 
-# From a last slot's issue (S0) to its capture into the shadow rows: S1..S5.
+# From a last slot's issue (S0) to its capture into the shadow rows: S1..S4.
 CAPTURE_AFTER = CAPTURE_STAGE
 # The result FIFO (SyncFIFOBuffered): a word written in one cycle is readable two later.
 FIFO_LATENCY = 2
 # From a drain cycle to the word's acceptance: requantiser + result FIFO.
 DRAIN_TO_OUT = REQUANT_LATENCY + FIFO_LATENCY
-# A new_j slot holds the next registers until it leaves S4.
-SWAP_CYCLES = CAPTURE_STAGE
+# A new_j slot holds the next registers until it leaves S3.
+SWAP_CYCLES = SWAP_STAGE + 1
 
 
 def load_cycles(cfg: AccelConfig) -> int:
     """Cycles from the loader's start to the next column tile's words being ready."""
-    return cfg.levels if cfg.pe == "shift" else 2
+    # Shift PE: one step-table entry per cycle, and one more for the array's register
+    # between the block RAM and the tables.
+    return cfg.levels + 1 if cfg.pe == "shift" else 2
 
 
 def tile_rows(cfg: AccelConfig, m: int) -> list[int]:

@@ -137,7 +137,8 @@ def format_description(cfg: AccelConfig, preload: Preload | None = None) -> dict
             "closed_form": f"T*K + load + r_last + {fixed} with T = ceil(M/R)*ceil(N/C) "
                            "tiles, r_last = M - (ceil(M/R)-1)*R",
             "load": timing.load_cycles(cfg),
-            "closed_form_holds_when": f"K >= R + 6 = {cfg.rows + 6} and ceil(M/R)*K >= "
+            "closed_form_holds_when": f"K >= R + {timing.CAPTURE_AFTER + 1} = "
+                                      f"{cfg.rows + timing.CAPTURE_AFTER + 1} and ceil(M/R)*K >= "
                                       f"{timing.SWAP_CYCLES + timing.load_cycles(cfg)}",
         },
         "preload": preload.to_dict() if preload is not None else None,

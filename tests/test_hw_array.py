@@ -18,7 +18,7 @@ from sqaccel.sim import hostmodel as hm
 
 
 def shapes(cfg: AccelConfig, rng: random.Random, count: int) -> list[tuple[int, int, int]]:
-    """Random (M, N, K): partial and whole tiles, K = 1, K below and above R + 6."""
+    """Random (M, N, K): partial and whole tiles, K = 1, K below and above R + 5."""
     fixed = [(1, 1, 1), (cfg.rows, cfg.cols, 1), (cfg.rows + 1, 2 * cfg.cols + 1, 2),
              (2 * cfg.rows, 2 * cfg.cols, cfg.rows + 7)]
     rand = [(rng.randint(1, 3 * cfg.rows), rng.randint(1, 3 * cfg.cols), rng.randint(1, 24))

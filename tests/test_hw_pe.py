@@ -174,3 +174,57 @@ def test_comparison_can_fail():
     (w,) = golden_shift_weights(cfg, [(0, word)])
     with pytest.raises(AssertionError):
         check_dot_products(cfg, [(0, [3, 4], [word << 1] * 2)], [[w - 1, w]])
+
+
+@pytest.mark.parametrize("pe", ["shift", "mult"])
+def test_array_variant_sums_and_clears(pe):
+    """The array's PE (``in_array``): ``sum`` is the dot product (no bias) while its last
+    operand is in stage 2, the accumulator is zero again for the next one, idle slots
+    (en = 0) hold it, and the extremes of the contract fit."""
+    cfg = AccelConfig(pe=pe, k_max=1024)
+    rng = random.Random(6)
+    if pe == "shift":
+        u = cfg.universal
+        ops = [(s, w) for w in valid_step_words(u) for s in (0, 1)]
+        words = [s | (w << 1) for s, w in ops]
+        wints = golden_shift_weights(cfg, ops)
+    else:
+        words = list(range(1 << cfg.weight_bits))
+        wints = arith.decode_mult_weights(torch.tensor([words]), cfg.weight_bits)[0].tolist()
+    big = max(range(len(words)), key=lambda i: abs(wints[i]))
+    dots = [[(cfg.act_max, big)] * cfg.k_max]
+    for _ in range(6):
+        k = rng.choice([1, 2, rng.randrange(1, 60)])
+        dots.append([(rng.randrange(cfg.act_max + 1), rng.randrange(len(words)))
+                     for _ in range(k)])
+    slots, ends = [], []  # (x, w, en, last)
+    for dot in dots:
+        for n, (x, i) in enumerate(dot):
+            if n and rng.random() < 0.1:
+                slots.append((rng.randrange(cfg.act_max + 1), words[i], 0, rng.randrange(2)))
+            slots.append((x, words[i], 1, int(n == len(dot) - 1)))
+        ends.append(len(slots) - 1)
+    dut = make_pe(cfg, in_array=True)
+    trace: list[int] = []
+
+    async def bench(ctx):
+        w = dut.w.as_value() if pe == "shift" else dut.w
+        for x, wv, en, last in slots + [(0, 0, 0, 0)] * LATENCY:
+            ctx.set(dut.x, x)
+            ctx.set(w, wv)
+            ctx.set(dut.en, en)
+            ctx.set(dut.last, last)
+            await ctx.tick()
+            trace.append(ctx.get(dut.sum))  # the sum of the slot now in stage 2
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    for dot, end in zip(dots, ends, strict=True):
+        want = sum(x * wints[i] for x, i in dot)
+        # Operands enter at the edge after their slot; the last one is in stage 2 one edge
+        # after that, where `sum` shows the total.
+        assert trace[end + LATENCY - 2] == want
+    assert abs(sum(x * wints[i] for x, i in dots[0])) == cfg.k_max * cfg.act_max * abs(
+        wints[big])

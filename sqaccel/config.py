@@ -347,16 +347,7 @@ class AccelConfig:
     @classmethod
     def load(cls, path: str | Path) -> AccelConfig:
         path = Path(path)
-        try:
-            d = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{path}: a folder, not a config file") from None
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        d = read_json_file(path, "config file", ConfigError)
         try:
             return cls.from_dict(d)
         except ConfigError as e:
@@ -367,3 +358,18 @@ class AccelConfig:
             f"{self.rows}x{self.cols}_a{self.act_bits}_w{self.weight_bits}_{self.pe}"
             f"_k{self.k_max}"
         )
+
+
+def read_json_file(path: Path, what: str, error: type[Exception] = ConfigError):
+    """The JSON in ``path``; a missing, unreadable or malformed file is one ``error`` that
+    names the file and says ``what`` it should have been."""
+    try:
+        return json.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise error(f"{path}: a folder, not a {what}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from None

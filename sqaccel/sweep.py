@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqaccel import files
-from sqaccel.config import CONFIG_FIELDS, SIZE_LIMITS, AccelConfig
+from sqaccel.config import CONFIG_FIELDS, SIZE_LIMITS, AccelConfig, read_json_file
 from sqaccel.errors import SqaccelError
 
 SWEEP_KIND = "sweep"  # the output folder and its jobs/ and largest/ folders (containers)
@@ -212,16 +212,7 @@ def parse_grid(d, where: str = "grid", base: Path | None = None) -> Grid:
 
 def load_grid(path: str | Path) -> Grid:
     path = Path(path)
-    try:
-        d = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise SqaccelError(f"{path}: grid file not found") from None
-    except IsADirectoryError:
-        raise SqaccelError(f"{path}: a folder, not a grid file") from None
-    except OSError as e:
-        raise SqaccelError(f"{path}: cannot be read ({e.strerror})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SqaccelError(f"{path}: not valid JSON ({e})") from None
+    d = read_json_file(path, "grid file", SqaccelError)
     return parse_grid(d, str(path), path.parent)
 
 

@@ -3,7 +3,10 @@
 Each accepted *slot* carries one activation word (``R`` lanes: ``X[i*R + r, k]``) and one
 weight word (``C`` lanes of b-bit codes: ``W[k, j*C + c]``). Row r's activation is broadcast
 to the C PEs of the row; column c's code is decoded once, through column c's step table
-(shift PE), and broadcast to the R PEs of the column. PE (r, c) accumulates
+(shift PE), and broadcast to the R PEs of the column. A hybrid shift-add array's first
+``mult_cols`` columns decode the code to the SQ weight's sign and integer magnitude instead
+(their tables hold the magnitudes of the step words, computed as the words are loaded) and
+multiply (``SQMultPE``, a DSP block each). PE (r, c) accumulates
 ``Y[i*R + r, j*C + c]`` over the K slots of a tile. The flags of a slot say where it sits:
 ``first`` (k = 0), ``last`` (k = K-1: the tile is complete),
 ``new_j`` (first slot of a new column tile: swap in that tile's step tables, biases and
@@ -35,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 from sqaccel import abi
 from sqaccel.config import AccelConfig
 from sqaccel.hw.pe import LATENCY as PE_LATENCY
-from sqaccel.hw.pe import make_pe, weight_operand_shape
+from sqaccel.hw.pe import SQ_MULT, column_kind, make_pe, step_magnitude, weight_operand_shape
 from sqaccel.hw.requant import LATENCY as RQ_LATENCY
 from sqaccel.hw.requant import Requantiser, requant_word_layout
 
@@ -145,9 +148,10 @@ class PEArray(wiring.Component):
         m.d.sync += [x_in.eq(p.x), w_in.eq(p.w)]
 
         # -- step tables: next (loaded) and active (used), swapped at the end of S1 ----
-        op_t = weight_operand_shape(cfg)
+        kinds = [column_kind(cfg, c) for c in range(C)]
         x_op = Signal(data.ArrayLayout(unsigned(cfg.act_bits), R), reset_less=True)
-        w_op = Signal(data.ArrayLayout(op_t, C), reset_less=True)
+        w_op = [Signal(weight_operand_shape(cfg, kinds[c]), name=f"w_op{c}", reset_less=True)
+                for c in range(C)]
         m.d.sync += x_op.eq(x_in)
         if cfg.pe == "shift":
             tables = abi.step_lanes(cfg)
@@ -167,17 +171,34 @@ class PEArray(wiring.Component):
                     m.d.sync += tbl_next[t][tbl_addr].eq(lane)
             with m.If(self.slot.valid & p.new_j):
                 m.d.sync += tbl_active.eq(tbl_next)
+            # The multiplier columns' tables: the magnitude of each loaded step word, computed
+            # between the load register and the table (off the slot path).
+            mag_tables = sorted({c if tables > 1 else 0 for c in range(C) if kinds[c] == SQ_MULT})
+            mag_t = data.ArrayLayout(weight_operand_shape(cfg, SQ_MULT)["mag"].shape, L)
+            mag_next = {t: Signal(mag_t, name=f"mag_next{t}", reset_less=True)
+                        for t in mag_tables}
+            mag_active = {t: Signal(mag_t, name=f"mag_active{t}", reset_less=True)
+                          for t in mag_tables}
+            for t in mag_tables:
+                lane = tbl_data[t * entry_bits : (t + 1) * entry_bits]
+                mag = step_magnitude(m, cfg, lane, f"load_mag{t}")
+                with m.If(tbl_we):
+                    m.d.sync += mag_next[t][tbl_addr].eq(mag)
+                with m.If(self.slot.valid & p.new_j):
+                    m.d.sync += mag_active[t].eq(mag_next[t])
             # -- S2: decode once per column, broadcast down the column -----------------
             ib = cfg.index_bits
             for c in range(C):
                 code = w_in[c]
-                table = tbl_active[c if tables > 1 else 0]
+                t = c if tables > 1 else 0
+                table, field = ((mag_active[t], w_op[c].mag) if kinds[c] == SQ_MULT
+                                else (tbl_active[t], w_op[c].step))
                 m.d.sync += w_op[c].sign.eq(code[ib])
                 # An L-way case rather than a variable shift: the same mux, lint-clean.
                 with m.Switch(code[:ib]):
                     for e in range(L):
                         with m.Case(e):
-                            m.d.sync += w_op[c].step.eq(table[e])
+                            m.d.sync += field.eq(table[e])
         else:
             for c in range(C):
                 m.d.sync += w_op[c].eq(w_in[c])
@@ -215,7 +236,7 @@ class PEArray(wiring.Component):
             row_en = Signal(name=f"row_en{r}")
             m.d.comb += row_en.eq(s[3].valid & (s[3].rows > r))
             for c in range(C):
-                pe = make_pe(cfg, in_array=True)
+                pe = make_pe(cfg, in_array=True, kind=kinds[c])
                 m.submodules[f"pe_{r}_{c}"] = pe
                 m.d.comb += [
                     pe.x.eq(x_op[r]),

@@ -1,4 +1,5 @@
-"""Processing elements: the shift-add PE and the multiplier PE, with one signature.
+"""Processing elements: the shift-add PE, the multiplier PE and the SQ multiplier PE of a
+hybrid array, with one signature.
 
 Both PEs take an A-bit unsigned activation ``x``, a weight operand ``w``, the flags ``en``
 and ``first`` and a bias, and keep a signed ``acc_bits`` accumulator. They are pipelined in
@@ -23,7 +24,12 @@ Weight operand (docs/hardware.md, "PE operand formats"):
 - shift PE: ``shift_operand_layout(cfg)``: bit 0 the sign (1 = subtract), then the step-table
   word of the weight's column (term 0's selector in the low bits); the code -> step-word
   lookup happens once per column, outside the PEs;
-- multiplier PE: the b-bit two's-complement weight code, ``signed(b)``.
+- multiplier PE: the b-bit two's-complement weight code, ``signed(b)``;
+- SQ multiplier PE (the ``mult_cols`` columns of a hybrid shift-add array):
+  ``sq_mult_operand_layout(cfg)``, bit 0 the sign, then the SQ weight's integer magnitude,
+  which the column computes from its step-table word when the table is loaded
+  (``step_magnitude``). It multiplies ``x`` by the magnitude (a DSP block) and applies the
+  sign like the shift-add PE, so the two kinds produce the same products bit for bit.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ from sqaccel.config import AccelConfig
 
 LATENCY = 2  # cycles from the operands to the accumulator showing their product
 BIAS_DELAY = 1  # the bias is read in stage 2, one cycle after the `first` operands
+# The PE kinds: the config's two (``AccelConfig.pe``) and the hybrid array's multiplier
+# columns, which take SQ weights like the shift-add PE.
+SQ_MULT = "sq-mult"
 
 
 def shift_operand_layout(cfg: AccelConfig) -> data.StructLayout:
@@ -43,11 +52,26 @@ def shift_operand_layout(cfg: AccelConfig) -> data.StructLayout:
     return data.StructLayout({"sign": 1, "step": cfg.universal.step_entry_bits})
 
 
-def weight_operand_shape(cfg: AccelConfig):
-    """The PE's weight operand: its width depends on the PE kind."""
-    if cfg.pe == "shift":
+def sq_mult_operand_layout(cfg: AccelConfig) -> data.StructLayout:
+    """Weight operand of the SQ multiplier PE: sign (bit 0), then the integer magnitude."""
+    return data.StructLayout({"sign": 1,
+                              "mag": cfg.universal.max_int_magnitude.bit_length()})
+
+
+def weight_operand_shape(cfg: AccelConfig, kind: str | None = None):
+    """The weight operand of a PE of ``kind`` (default ``cfg.pe``)."""
+    kind = kind or cfg.pe
+    if kind == "shift":
         return shift_operand_layout(cfg)
+    if kind == SQ_MULT:
+        return sq_mult_operand_layout(cfg)
     return signed(cfg.weight_bits)
+
+
+def column_kind(cfg: AccelConfig, col: int) -> str:
+    """The kind of the PEs of array column ``col``: a hybrid's first ``mult_cols`` columns
+    multiply."""
+    return SQ_MULT if col < cfg.mult_cols else cfg.pe
 
 
 def magnitude_bits(cfg: AccelConfig) -> int:
@@ -55,14 +79,39 @@ def magnitude_bits(cfg: AccelConfig) -> int:
     return (cfg.act_max * cfg.universal.max_int_magnitude).bit_length()
 
 
-class PESignature(wiring.Signature):
-    """``x``, ``w``, ``en`` and, standalone, ``first``, ``bias``, ``acc``; in the array
-    (``in_array``) ``last`` and ``sum`` instead."""
+def step_magnitude(m: Module, cfg: AccelConfig, step, name: str) -> Signal:
+    """The integer magnitude that a step-table word selects: the sum over the terms of
+    ``1 << shift`` (a term's selector ``len(set)`` or larger is off), as a comb signal."""
+    u = cfg.universal
+    terms = []
+    pos = 0
+    for t, (shifts, sel_bits) in enumerate(zip(u.shift_sets, u.selector_bits, strict=True)):
+        sel = step[pos : pos + sel_bits]
+        pos += sel_bits
+        term = Signal(unsigned(max(shifts) + 1), name=f"{name}_term{t}")
+        with m.Switch(sel):
+            for s_idx, sh in enumerate(shifts):
+                with m.Case(s_idx):
+                    m.d.comb += term.eq(1 << sh)
+            with m.Default():
+                m.d.comb += term.eq(0)
+        terms.append(term)
+    mag = Signal(sq_mult_operand_layout(cfg)["mag"].shape, name=name)
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    m.d.comb += mag.eq(total)
+    return mag
 
-    def __init__(self, cfg: AccelConfig, in_array: bool = False):
+
+class PESignature(wiring.Signature):
+    """``x``, ``w`` (of the PE ``kind``), ``en`` and, standalone, ``first``, ``bias``,
+    ``acc``; in the array (``in_array``) ``last`` and ``sum`` instead."""
+
+    def __init__(self, cfg: AccelConfig, in_array: bool = False, kind: str | None = None):
         members = {
             "x": In(unsigned(cfg.act_bits)),
-            "w": In(weight_operand_shape(cfg)),
+            "w": In(weight_operand_shape(cfg, kind)),
             "en": In(1),
         }
         if in_array:
@@ -75,11 +124,12 @@ class PESignature(wiring.Signature):
 
 class _PEBase(wiring.Component):
     latency = LATENCY
+    kind: str
 
     def __init__(self, cfg: AccelConfig, in_array: bool = False):
         self.cfg = cfg
         self.in_array = in_array
-        super().__init__(PESignature(cfg, in_array))
+        super().__init__(PESignature(cfg, in_array, self.kind))
 
     def _accumulate(self, m: Module, addend) -> None:
         """Stage 2, shared by both kinds: ``acc <= (first ? bias : acc) + addend``, or in
@@ -111,15 +161,24 @@ class _PEBase(wiring.Component):
         with m.Elif(en1):
             m.d.sync += acc.eq(total)
 
+    def _accumulate_signed(self, m: Module, mag, mag_bits: int, neg) -> None:
+        """Stage 2 of the SQ kinds: the registered magnitude ``mag`` added, or subtracted
+        when ``neg``, as invert + carry-in: acc + (mag ^ s) + s."""
+        acc_bits = self.cfg.acc_bits
+        mag_ext = Cat(mag, Const(0, acc_bits - mag_bits))
+        flipped = (mag_ext ^ neg.replicate(acc_bits)).as_signed()
+        self._accumulate(m, flipped + neg)
+
 
 class ShiftAddPE(_PEBase):
     """x * (sum of per-term shifts of x), added or subtracted; no multiplier."""
+
+    kind = "shift"
 
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
         u = cfg.universal
-        acc_bits = cfg.acc_bits
 
         # Stage 1: one (len(set)+1)-way shift per term, the terms added.
         terms = []
@@ -142,16 +201,30 @@ class ShiftAddPE(_PEBase):
         for term in terms[1:]:
             total = total + term
         m.d.sync += [mag.eq(total), neg.eq(self.w.sign)]
+        self._accumulate_signed(m, mag, mag_bits, neg)
+        return m
 
-        # Stage 2: the sign as invert + carry-in: acc + (mag ^ s) + s.
-        mag_ext = Cat(mag, Const(0, acc_bits - mag_bits))
-        flipped = (mag_ext ^ neg.replicate(acc_bits)).as_signed()
-        self._accumulate(m, flipped + neg)
+
+class SQMultPE(_PEBase):
+    """x * (the SQ weight's magnitude) in a multiplier, added or subtracted: the hybrid
+    array's multiplier columns, the same products as the shift-add PE."""
+
+    kind = SQ_MULT
+
+    def elaborate(self, platform):
+        m = Module()
+        mag_bits = magnitude_bits(self.cfg)
+        mag = Signal(unsigned(mag_bits), reset_less=True)
+        neg = Signal(reset_less=True)
+        m.d.sync += [mag.eq(self.x * self.w.mag), neg.eq(self.w.sign)]
+        self._accumulate_signed(m, mag, mag_bits, neg)
         return m
 
 
 class MultPE(_PEBase):
     """x * w with a genuine multiplier: A-bit unsigned times b-bit two's complement."""
+
+    kind = "mult"
 
     def elaborate(self, platform):
         m = Module()
@@ -162,11 +235,11 @@ class MultPE(_PEBase):
         return m
 
 
-def make_pe(cfg: AccelConfig, in_array: bool = False) -> _PEBase:
-    """The PE of ``cfg.pe`` (``in_array``: the array's variant, ``last``/``sum``)."""
-    return (ShiftAddPE if cfg.pe == "shift" else MultPE)(cfg, in_array)
+PE_CLASSES = {c.kind: c for c in (ShiftAddPE, MultPE, SQMultPE)}
 
 
-def pe_class(cfg: AccelConfig) -> type[_PEBase]:
-    return ShiftAddPE if cfg.pe == "shift" else MultPE
+def make_pe(cfg: AccelConfig, in_array: bool = False, kind: str | None = None) -> _PEBase:
+    """The PE of ``kind`` (default ``cfg.pe``; ``in_array``: the array's variant,
+    ``last``/``sum``)."""
+    return PE_CLASSES[kind or cfg.pe](cfg, in_array)
 

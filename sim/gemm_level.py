@@ -25,18 +25,20 @@ from sqaccel.sim.runner import CosimResult
 # every parameter appears, most pairs of values too. Small K_max and buffers keep builds and
 # runs short; the default 8x8 build (shared with the layer and network levels) runs too.
 GEMM_CONFIGS: tuple[AccelConfig, ...] = tuple(
-    AccelConfig(rows=r, cols=c, weight_bits=b, act_bits=a, pe=pe, step_tables=st, k_max=64,
-                act_depth=512, weight_depth=512, n_max=64)
-    for r, c, b, a, pe, st in [
-        (2, 4, 3, 8, "shift", "channel"),
-        (4, 2, 4, 4, "mult", "channel"),
-        (2, 2, 2, 4, "shift", "layer"),
-        (4, 4, 2, 8, "mult", "channel"),
-        (4, 8, 3, 4, "shift", "layer"),
-        (8, 4, 4, 8, "shift", "channel"),
-        (8, 2, 3, 8, "mult", "channel"),
-        (2, 8, 4, 4, "shift", "channel"),
-        (8, 8, 2, 8, "shift", "layer"),
+    AccelConfig(rows=r, cols=c, weight_bits=b, act_bits=a, pe=pe, mult_cols=mc,
+                step_tables=st, k_max=64, act_depth=512, weight_depth=512, n_max=64)
+    # The first one (make test's slice) is a hybrid: multiplier and shift-add columns.
+    for r, c, b, a, pe, mc, st in [
+        (2, 4, 3, 8, "shift", 2, "channel"),
+        (4, 2, 4, 4, "mult", 0, "channel"),
+        (2, 2, 2, 4, "shift", 0, "layer"),
+        (4, 4, 2, 8, "mult", 0, "channel"),
+        (4, 8, 3, 4, "shift", 3, "layer"),
+        (8, 4, 4, 8, "shift", 0, "channel"),
+        (8, 2, 3, 8, "mult", 0, "channel"),
+        (2, 8, 4, 4, "shift", 0, "channel"),
+        (8, 8, 2, 8, "shift", 0, "layer"),
+        (4, 4, 4, 8, "shift", 4, "channel"),
     ]
 )
 

@@ -43,8 +43,8 @@ SIZE_LIMITS: dict[str, tuple[int, int]] = {
 MAX_TERMS = 4
 MAX_TERM_EXPONENTS = 8
 MAX_EXPONENT = 15
-CONFIG_FIELDS = ("rows", "cols", "act_bits", "weight_bits", "k_max", "pe", "step_tables",
-                 "universal", "act_depth", "weight_depth", "n_max")
+CONFIG_FIELDS = ("rows", "cols", "act_bits", "weight_bits", "k_max", "pe", "mult_cols",
+                 "step_tables", "universal", "act_depth", "weight_depth", "n_max")
 
 
 class ConfigError(SqaccelError):
@@ -221,6 +221,9 @@ class AccelConfig:
     weight_bits: int = 4
     k_max: int = 1024
     pe: str = "shift"
+    # Shift-add arrays only: columns 0..mult_cols-1 multiply the decoded SQ magnitude in a
+    # multiplier (a DSP block) instead of shifting; the images and results do not change.
+    mult_cols: int = 0
     step_tables: str = "channel"
     universal: UniversalSet = field(default_factory=UniversalSet)
     # Buffer depths, in words (see docs/arithmetic.md, "Memory images").
@@ -247,6 +250,12 @@ class AccelConfig:
             if not isinstance(v, str) or v not in allowed:
                 raise ConfigError(f"config: {name} must be one of "
                                   f"{', '.join(repr(a) for a in allowed)}, got {_shown(v)}")
+        if not is_int(self.mult_cols) or not 0 <= self.mult_cols <= self.cols:
+            raise ConfigError(f"config: mult_cols must be an integer in 0..cols "
+                              f"(0..{self.cols}), got {_shown(self.mult_cols)}")
+        if self.mult_cols and self.pe != "shift":
+            raise ConfigError(f"config: mult_cols applies to the shift-add array (pe 'shift'), "
+                              f"not pe {self.pe!r}; got mult_cols {self.mult_cols}")
         if not isinstance(self.universal, UniversalSet):
             raise ConfigError(f"config: universal must be a universal set, got "
                               f"{_shown(self.universal)}")
@@ -356,7 +365,7 @@ class AccelConfig:
     def name(self) -> str:
         return (
             f"{self.rows}x{self.cols}_a{self.act_bits}_w{self.weight_bits}_{self.pe}"
-            f"_k{self.k_max}"
+            + (f"{self.mult_cols}m" if self.mult_cols else "") + f"_k{self.k_max}"
         )
 
 

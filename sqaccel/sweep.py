@@ -22,6 +22,7 @@ smaller each time it does not fit).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -46,7 +47,7 @@ GRID_KEYS = ("target", "seeds", "points", "freq_mhz", "timeout_s", "networks", "
              "largest_fill", "comment")
 # Config fields a point may set (the universal set stays the default).
 POINT_CONFIG = tuple(f for f in CONFIG_FIELDS if f != "universal")
-POINT_KEYS = ("name", "design", "dsp", "freq_mhz", "largest", *POINT_CONFIG)
+POINT_KEYS = ("name", "design", "dsp", "freq_mhz", "largest", "fill_dsp", *POINT_CONFIG)
 NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 DEFAULT_FILL = 0.9
 # Cells of the device's logic-cell type each Yosys cell takes, by cell name prefix. ECP5
@@ -74,6 +75,9 @@ class Point:
     config: dict  # overrides of AccelConfig()
     freq_mhz: float | None = None
     largest: bool = False
+    # A largest hybrid: at each size, as many multiplier columns (``mult_cols``) as the DSP
+    # blocks that the requantisers leave can hold, shift-add PEs in the other columns.
+    fill_dsp: bool = False
 
     def accel_config(self) -> AccelConfig:
         return AccelConfig().with_changes(**self.config)
@@ -81,7 +85,10 @@ class Point:
     def spec(self) -> dict:
         return {"name": self.name, "design": self.design, "dsp": self.dsp,
                 "config": dict(sorted(self.config.items())), "freq_mhz": self.freq_mhz,
-                "largest": self.largest}
+                "largest": self.largest, "fill_dsp": self.fill_dsp}
+
+    def with_config(self, **changes) -> Point:
+        return dataclasses.replace(self, config={**self.config, **changes})
 
     def pes(self) -> int:
         cfg = self.accel_config()
@@ -129,7 +136,8 @@ def _point(d, i: int, where: str, grid_freq: float | None, designs: tuple[str, .
         raise SqaccelError(f"{at}: design must be one of {', '.join(designs)}, got {design!r}")
     dsp = d.get("dsp", True)
     largest = d.get("largest", False)
-    for key, v in (("dsp", dsp), ("largest", largest)):
+    fill_dsp = d.get("fill_dsp", False)
+    for key, v in (("dsp", dsp), ("largest", largest), ("fill_dsp", fill_dsp)):
         if type(v) is not bool:
             raise SqaccelError(f"{at}: {key} must be true or false, got {v!r}")
     config = {k: d[k] for k in POINT_CONFIG if k in d}
@@ -138,6 +146,13 @@ def _point(d, i: int, where: str, grid_freq: float | None, designs: tuple[str, .
             raise SqaccelError(f"{at}: largest applies to the array design, not {design!r}")
         if "rows" in config or "cols" in config:
             raise SqaccelError(f"{at}: largest finds rows and cols; leave them out")
+    if fill_dsp:
+        if not largest or not dsp:
+            raise SqaccelError(f"{at}: fill_dsp applies to a largest array with DSP blocks "
+                               f"(largest and dsp true)")
+        if config.get("pe", "shift") != "shift" or "mult_cols" in config:
+            raise SqaccelError(f"{at}: fill_dsp finds mult_cols of a shift-add array; leave "
+                               f"out pe and mult_cols")
     try:
         cfg = AccelConfig().with_changes(**config)
     except SqaccelError as e:
@@ -148,11 +163,12 @@ def _point(d, i: int, where: str, grid_freq: float | None, designs: tuple[str, .
     name = d.get("name")
     if name is None:
         size = "largest" if largest else f"{cfg.rows}x{cfg.cols}"
-        name = f"{design}-{cfg.pe}" + ("" if design == "pe" else f"-{size}")
+        kind = "hybrid" if fill_dsp or cfg.mult_cols else cfg.pe
+        name = f"{design}-{kind}" + ("" if design == "pe" else f"-{size}")
         name += "" if dsp else "-nodsp"
     if not isinstance(name, str) or not NAME.fullmatch(name) or name.startswith("."):
         raise SqaccelError(f"{at}: name {name!r} must be letters, digits and _.+-")
-    return Point(name, design, dsp, config, freq, largest)
+    return Point(name, design, dsp, config, freq, largest, fill_dsp)
 
 
 def parse_grid(d, where: str = "grid", base: Path | None = None) -> Grid:
@@ -443,7 +459,7 @@ def yosys_fit(point: Point, n: int, target: str, work: Path) -> dict:
 
     t = get_target(target)
     cfg = point.accel_config().with_changes(rows=n, cols=n)
-    name = f"{point.name}-{n}x{n}"
+    name = f"{point.name}-{n}x{n}" + (f"-m{cfg.mult_cols}" if cfg.mult_cols else "")
     module_cells(build_design("array", cfg, t, baud=115_200), t, name,
                  options=design_options("array", t, dsp=point.dsp), out_root=work)
     stat = json.loads((work / t.name / name / "yosys_stat.json").read_bytes())
@@ -462,7 +478,9 @@ def _resolve_largest(point: Point, grid: Grid, out: Path, cache: str | None,
                      record: Callable[[str, dict], None], say: Callable[[str], None]) -> Point:
     """``point`` at the largest n x n that fits: bisection on Yosys's counts against the
     device's available cells (times ``largest_fill``), then place-and-route of the first
-    seed, one size smaller until it fits. The answer is kept in ``<out>/largest/``."""
+    seed, one size smaller until it fits. A ``fill_dsp`` point takes at each size as many
+    multiplier columns as the DSP blocks left by the requantisers hold. The answer is kept
+    in ``<out>/largest/``."""
     root = files.check_container(out / "largest", SWEEP_KIND)
     memo = root / f"{point.name}.json"
     key = {"point": point.spec(), "target": grid.target, "seed": grid.seeds[0],
@@ -470,32 +488,58 @@ def _resolve_largest(point: Point, grid: Grid, out: Path, cache: str | None,
     try:
         known = json.loads(memo.read_bytes())
         if known.get("key") == key:
-            n = known["size"]
-            return Point(point.name, point.design, point.dsp,
-                         {**point.config, "rows": n, "cols": n}, point.freq_mhz, True)
-    except (OSError, ValueError, AttributeError, KeyError):
+            return dataclasses.replace(point, config=known["config"])
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         pass
     avail = _available(grid, root, cache)
     limits = {"logic_cells": grid.largest_fill * avail["logic_cells"], "dsp": avail["dsp"],
               "bram": avail["bram"]}
-    estimates: dict[int, dict] = {}
+    work = root / "yosys"
+    base: dict[int, dict] = {}  # the point without multiplier columns, by size
+    estimates: dict[int, dict] = {}  # the point as built at each size
+    hi = min(SIZE_LIMITS["rows"][1], SIZE_LIMITS["cols"][1])
+
+    def fit(p: Point, n: int) -> dict:
+        est = yosys_fit(p, n, grid.target, work)
+        mc = p.config.get("mult_cols", 0)
+        say(f"  {point.name}: {n}x{n}{f' ({mc} multiplier columns)' if mc else ''} needs "
+            f"{est['logic_cells']} cells, {est['dsp']} DSP, {est['bram']} BRAM (Yosys)")
+        return est
+
+    for n in (2, 4, 8):
+        base[n] = fit(point, n)
+    if point.fill_dsp:
+        # DSP blocks per multiplier PE, and the logic cells that one saves against a
+        # shift-add PE, from a 2 x 2 array of multiplier PEs.
+        two = fit(point.with_config(mult_cols=2), 2)
+        per_pe = max(1, (two["dsp"] - base[2]["dsp"]) / 4)
+        saved = (base[2]["logic_cells"] - two["logic_cells"]) / 4
+
+    def config_at(n: int) -> dict:
+        cfg = {"rows": n, "cols": n}
+        if point.fill_dsp:
+            spare = limits["dsp"] - _quadratic(base, "dsp", n)
+            cfg["mult_cols"] = max(0, min(n, int(spare // (n * per_pe))))
+        return cfg
+
+    def predicted(n: int) -> dict:
+        est = {k: _quadratic(base, k, n) for k in limits}
+        mc = config_at(n).get("mult_cols", 0)
+        if mc:
+            est["logic_cells"] -= mc * n * saved
+            est["dsp"] += mc * n * per_pe
+        return est
 
     def fits(n: int) -> bool:
         if n not in estimates:
-            estimates[n] = yosys_fit(point, n, grid.target, root / "yosys")
-            est = estimates[n]
-            say(f"  {point.name}: {n}x{n} needs {est['logic_cells']} cells, {est['dsp']} DSP, "
-                f"{est['bram']} BRAM (Yosys)")
+            p = point.with_config(**config_at(n))
+            estimates[n] = base[n] if not point.fill_dsp and n in base else fit(p, n)
         return all(estimates[n][k] <= limits[k] for k in limits)
 
-    # Three small sizes give each resource as a + b n + d n^2; the largest n that this
-    # predicts to fit is then checked with Yosys, and stepped up or down until it is the
-    # largest that does.
-    hi = min(SIZE_LIMITS["rows"][1], SIZE_LIMITS["cols"][1])
-    for n in (2, 4, 8):
-        fits(n)
+    # The largest n that three small sizes predict (each resource as a + b n + d n^2) is
+    # checked with Yosys, and stepped up or down until it is the largest that fits.
     n = max([1] + [m for m in range(1, hi + 1)
-                   if all(_quadratic(estimates, k, m) <= limits[k] for k in limits)])
+                   if all(v <= limits[k] for k, v in predicted(m).items())])
     if fits(n):
         while n < hi and fits(n + 1):
             n += 1
@@ -506,8 +550,7 @@ def _resolve_largest(point: Point, grid: Grid, out: Path, cache: str | None,
     say(f"  {point.name}: largest by Yosys's counts: {n}x{n}")
     tried = []
     while n >= 1:
-        p = Point(point.name, point.design, point.dsp, {**point.config, "rows": n, "cols": n},
-                  point.freq_mhz, True)
+        p = point.with_config(**config_at(n))
         seed = grid.seeds[0]
         spec, folder = job_spec(grid, p, seed), folder_of(p, seed)
         r = finished(folder, spec)
@@ -517,8 +560,9 @@ def _resolve_largest(point: Point, grid: Grid, out: Path, cache: str | None,
             r = run_job(spec, str(folder.resolve()), cache)
             record(f"{p.name}/seed{seed}", r)
         if "error" not in r:
-            files.write_json(memo, {"key": key, "size": n, "estimates": estimates,
-                                    "available": avail, "not_placed": tried})
+            files.write_json(memo, {"key": key, "size": n, "config": p.config,
+                                    "estimates": estimates, "available": avail,
+                                    "not_placed": tried})
             return p
         tried.append(n)
         n -= 1
@@ -554,8 +598,9 @@ def point_row(point: Point, grid: Grid, by_seed: dict[int, dict], nets: dict) ->
     cfg = point.accel_config()
     ok = {s: r for s, r in by_seed.items() if "error" not in r}
     row: dict = {"name": point.name, "design": point.design, "target": grid.target,
-                 "pe": cfg.pe, "rows": cfg.rows, "cols": cfg.cols, "pes": point.pes(),
-                 "dsp_allowed": point.dsp, "largest": point.largest,
+                 "pe": cfg.pe, "mult_cols": cfg.mult_cols, "rows": cfg.rows, "cols": cfg.cols,
+                 "pes": point.pes(),
+                 "dsp_allowed": point.dsp, "largest": point.largest, "fill_dsp": point.fill_dsp,
                  "config": dict(sorted(point.config.items())),
                  "fmax_mhz": {str(s): (r["fmax_mhz"] if s in ok else None)
                               for s, r in by_seed.items()},
@@ -583,12 +628,10 @@ def point_row(point: Point, grid: Grid, by_seed: dict[int, dict], nets: dict) ->
 
 def _network(net, cfg: AccelConfig, batch: int, fmax: float, cells: int) -> dict:
     """``sqaccel.perf`` of ``net`` on the point's array (its rows, columns and PE kind;
-    the network's widths and buffers)."""
-    import dataclasses
-
+    the network's widths and buffers). A hybrid's multiplier columns take the same cycles."""
     from sqaccel.perf import network_perf
 
-    here = net.cfg.with_changes(rows=cfg.rows, cols=cfg.cols, pe=cfg.pe)
+    here = net.cfg.with_changes(rows=cfg.rows, cols=cfg.cols, pe=cfg.pe, mult_cols=0)
     try:
         t = network_perf(dataclasses.replace(net, cfg=here), batch, fmax, cells).totals
     except SqaccelError as e:
@@ -608,8 +651,8 @@ def pareto(rows: Iterable[dict]) -> list[str]:
     return front
 
 
-CSV_HEAD = ("name", "design", "target", "pe", "rows", "cols", "pes", "dsp_allowed", "cells",
-            "ffs", "dsp", "bram")
+CSV_HEAD = ("name", "design", "target", "pe", "mult_cols", "rows", "cols", "pes",
+            "dsp_allowed", "cells", "ffs", "dsp", "bram")
 
 
 def csv_text(rows: list[dict], seeds: Iterable[int]) -> str:
@@ -642,7 +685,8 @@ def table_rows(rows: list[dict], front: list[str]) -> tuple[list[str], list[list
         size = "1 PE" if r["design"] == "pe" else f"{r['rows']}x{r['cols']}"
         if r["design"] == "top":
             size += " top"
-        body.append([r["name"], r["pe"], size, "yes" if r["dsp_allowed"] else "no",
+        pe = r["pe"] + (f" + {r['mult_cols']} mult cols" if r.get("mult_cols") else "")
+        body.append([r["name"], pe, size, "yes" if r["dsp_allowed"] else "no",
                      *(_dash(r.get(k)) for k in ("cells", "ffs", "dsp", "bram")),
                      _dash(r.get("fmax_median_mhz"), ".1f"),
                      f"{min(f):.0f}-{max(f):.0f}" if f else "-",

@@ -217,6 +217,10 @@ BAD_CFGS = {
     "not-json": ("{rows: 8", "not valid JSON"),
     "zero-depth": ({"act_depth": 0}, "act_depth must be an integer in 1..1048576, got 0"),
     "pe-number": ({"pe": 3}, "pe must be one of 'shift', 'mult', got 3 (an integer)"),
+    "mult-cols-past-cols": ({"cols": 4, "mult_cols": 5},
+                            "mult_cols must be an integer in 0..cols (0..4), got 5"),
+    "mult-cols-on-mult": ({"pe": "mult", "mult_cols": 2},
+                          "mult_cols applies to the shift-add array (pe 'shift')"),
 }
 
 
@@ -546,6 +550,10 @@ def cases() -> list[Case]:
         grid({"target": "xc7", "points": [pe]}))
     add("sweep/largest-with-rows", sweep, 2, "largest finds rows and cols",
         grid({"points": [{"largest": True, "rows": 8}]}))
+    add("sweep/fill-dsp-fixed-size", sweep, 2, "points[0]: fill_dsp applies to a largest array",
+        grid({"points": [{"fill_dsp": True, "rows": 4, "cols": 4}]}))
+    add("sweep/fill-dsp-mult", sweep, 2, "fill_dsp finds mult_cols of a shift-add array",
+        grid({"points": [{"fill_dsp": True, "largest": True, "pe": "mult"}]}))
     add("sweep/network-missing", sweep, 2, "images folder", grid({"points": [pe],
         "networks": {"digits": "nowhere"}}))
     add("sweep/workers-zero", [*sweep, "--workers", "0"], 2, "argument --workers")

@@ -47,6 +47,11 @@ CONFIGS = {
     "shift-channel": AccelConfig(rows=2, cols=2),
     "shift-layer": AccelConfig(rows=2, cols=2, step_tables="layer"),
     "mult": AccelConfig(rows=2, cols=2, pe="mult"),
+    # Hybrids: multiplier columns (SQ magnitudes in a multiplier) beside shift-add ones.
+    "hybrid-channel": AccelConfig(rows=2, cols=3, mult_cols=2),
+    "hybrid-layer": AccelConfig(rows=3, cols=2, mult_cols=1, step_tables="layer",
+                                weight_bits=3),
+    "hybrid-all": AccelConfig(rows=2, cols=2, mult_cols=2),
     "shift-3x2-b3-a4": AccelConfig(rows=3, cols=2, weight_bits=3, act_bits=4, k_max=64),
 }
 

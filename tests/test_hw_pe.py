@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from sqaccel import arith
 from sqaccel.config import AccelConfig, ConfigError, UniversalSet
-from sqaccel.hw.pe import LATENCY, MultPE, ShiftAddPE, make_pe
+from sqaccel.hw.pe import LATENCY, SQ_MULT, MultPE, ShiftAddPE, make_pe, step_magnitude
 
 # One slot = (x, weight operand as an integer, en, first, bias).
 Slot = tuple[int, int, int, int, int]
@@ -123,6 +123,22 @@ def test_shift_pe_uses_no_multiplier():
     assert "$mul" in rtlil.convert(MultPE(AccelConfig(pe="mult")))
 
 
+def test_hybrid_array_multiplies_only_in_its_multiplier_columns():
+    """A 3 x 4 array with mult_cols = 3: 9 multipliers, one per PE of columns 0..2."""
+    from amaranth.back import rtlil
+
+    from sqaccel.hw.array import PEArray
+    from sqaccel.hw.board import IoShell
+
+    def muls(cfg: AccelConfig) -> int:
+        text = rtlil.convert(IoShell(PEArray(cfg)))
+        # The PEs' products: the requantisers' multipliers are the same in both builds.
+        return text.count("cell $mul ")
+
+    base = muls(AccelConfig(rows=3, cols=4))
+    assert muls(AccelConfig(rows=3, cols=4, mult_cols=3)) - base == 9
+
+
 @pytest.mark.parametrize("bits", [2, 3, 4])
 def test_mult_pe_every_code(bits):
     cfg = AccelConfig(pe="mult", weight_bits=bits, k_max=32)
@@ -176,18 +192,52 @@ def test_comparison_can_fail():
         check_dot_products(cfg, [(0, [3, 4], [word << 1] * 2)], [[w - 1, w]])
 
 
-@pytest.mark.parametrize("pe", ["shift", "mult"])
+UNIVERSAL_CASES = [
+    AccelConfig(),
+    AccelConfig(k_max=16, universal=UniversalSet(((0, 1, 3), (0, 2, 4), (1, 5)))),
+    AccelConfig(k_max=16, universal=UniversalSet(((0, 2), (1, 3, 4, 6, 7)))),
+]
+
+
+@pytest.mark.parametrize("cfg", UNIVERSAL_CASES, ids=["default", "three-terms", "uneven-sets"])
+def test_step_magnitude_every_step_word(cfg):
+    """The hybrid's load-time decode: every valid step word's magnitude is the golden
+    |weight| of that word."""
+    from amaranth.hdl import Module, Signal
+
+    m = Module()
+    step = Signal(cfg.universal.step_entry_bits)
+    mag = step_magnitude(m, cfg, step, "mag")
+    words = valid_step_words(cfg.universal)
+    want = [abs(w) for w in golden_shift_weights(cfg, [(0, w) for w in words])]
+    got = []
+
+    async def bench(ctx):
+        for w in words:
+            ctx.set(step, w)
+            got.append(ctx.get(mag))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == want
+    assert max(want) == cfg.universal.max_int_magnitude
+
+
+@pytest.mark.parametrize("pe", ["shift", "mult", SQ_MULT])
 def test_array_variant_sums_and_clears(pe):
     """The array's PE (``in_array``): ``sum`` is the dot product (no bias) while its last
     operand is in stage 2, the accumulator is zero again for the next one, idle slots
     (en = 0) hold it, and the extremes of the contract fit."""
-    cfg = AccelConfig(pe=pe, k_max=1024)
+    cfg = AccelConfig(pe="mult" if pe == "mult" else "shift", k_max=1024)
     rng = random.Random(6)
-    if pe == "shift":
+    if pe != "mult":
         u = cfg.universal
         ops = [(s, w) for w in valid_step_words(u) for s in (0, 1)]
-        words = [s | (w << 1) for s, w in ops]
         wints = golden_shift_weights(cfg, ops)
+        # The SQ multiplier PE takes the sign and the magnitude its column decoded.
+        words = [s | ((abs(wi) if pe == SQ_MULT else w) << 1)
+                 for (s, w), wi in zip(ops, wints, strict=True)]
     else:
         words = list(range(1 << cfg.weight_bits))
         wints = arith.decode_mult_weights(torch.tensor([words]), cfg.weight_bits)[0].tolist()
@@ -204,11 +254,11 @@ def test_array_variant_sums_and_clears(pe):
                 slots.append((rng.randrange(cfg.act_max + 1), words[i], 0, rng.randrange(2)))
             slots.append((x, words[i], 1, int(n == len(dot) - 1)))
         ends.append(len(slots) - 1)
-    dut = make_pe(cfg, in_array=True)
+    dut = make_pe(cfg, in_array=True, kind=pe)
     trace: list[int] = []
 
     async def bench(ctx):
-        w = dut.w.as_value() if pe == "shift" else dut.w
+        w = dut.w.as_value() if pe != "mult" else dut.w
         for x, wv, en, last in slots + [(0, 0, 0, 0)] * LATENCY:
             ctx.set(dut.x, x)
             ctx.set(w, wv)

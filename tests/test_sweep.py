@@ -116,3 +116,68 @@ def test_network_figures_follow_each_arrays_size(tmp_path):
     assert a2["cycles"] == direct["cycles"]
     assert a2["gops"] == pytest.approx(direct["gops"], rel=1e-5)
     assert a1["cycles"] > a2["cycles"]
+
+
+def test_the_largest_array_and_the_hybrids_dsp_columns(tmp_path, monkeypatch):
+    """The largest-array search on made-up resource counts (no synthesis): each resource
+    quadratic in n, multiplier columns trading logic cells for DSP blocks. The answer is
+    the largest size whose build fits, with as many multiplier columns as the DSP blocks
+    left by the requantisers hold; a size that fails place-and-route is stepped down from."""
+    from sqaccel import sweep
+
+    avail = {"logic_cells": 20_000, "dsp": 156, "bram": 100}
+
+    def counts(n: int, mc: int) -> dict:
+        return {"logic_cells": 300 + 40 * n + 100 * n * n - 60 * mc * n, "dsp": 2 * n + mc * n,
+                "bram": 4}
+
+    fitted = []
+
+    def fake_fit(point, n, target, work):
+        fitted.append((n, point.config.get("mult_cols", 0)))
+        return counts(n, point.config.get("mult_cols", 0))
+
+    placed = []
+
+    def fake_job(spec, folder, cache=None):
+        cfg = spec["point"]["config"]
+        placed.append((cfg["rows"], cfg.get("mult_cols", 0)))
+        if cfg["rows"] == unroutable[0]:
+            return {"job": spec, "error": "nextpnr: failed to route"}
+        return {"job": spec, "fmax_mhz": 100.0}
+
+    monkeypatch.setattr(sweep, "yosys_fit", fake_fit)
+    monkeypatch.setattr(sweep, "_available", lambda grid, root, cache: avail)
+    monkeypatch.setattr(sweep, "run_job", fake_job)
+    grid = parse_grid({"largest_fill": 0.9, "points": [
+        {"name": "s", "largest": True}, {"name": "h", "largest": True, "fill_dsp": True}]})
+    limit = 0.9 * avail["logic_cells"]
+
+    def mult_cols(n: int) -> int:
+        return min(n, (avail["dsp"] - 2 * n) // n)
+
+    def brute(hybrid: bool) -> int:
+        return max(n for n in range(1, 33)
+                   if counts(n, mult_cols(n) if hybrid else 0)["logic_cells"] <= limit
+                   and counts(n, mult_cols(n) if hybrid else 0)["dsp"] <= avail["dsp"])
+
+    def largest(point, out):
+        return sweep._resolve_largest(point, grid, tmp_path / out, None,
+                                      lambda p, s: tmp_path / out / "jobs" / str(p.config["rows"]),
+                                      lambda k, r: None, lambda s: None)
+
+    unroutable = [None]
+    s, h = brute(False), brute(True)
+    assert h > s  # the made-up DSP columns save enough cells to grow the array
+    got = largest(grid.points[0], "a")
+    assert (got.config["rows"], got.config["cols"], got.config.get("mult_cols", 0)) == (s, s, 0)
+    got = largest(grid.points[1], "b")
+    assert (got.config["rows"], got.config["mult_cols"]) == (h, mult_cols(h))
+    assert placed[-1] == (h, mult_cols(h)) and (h + 1, mult_cols(h + 1)) in fitted
+    # The answer is kept: asked again, no synthesis runs.
+    before = len(fitted)
+    assert largest(grid.points[1], "b").config == got.config and len(fitted) == before
+    # The Yosys answer does not place: one size smaller, with its own DSP columns.
+    unroutable[0] = h
+    got = largest(grid.points[1], "c")
+    assert (got.config["rows"], got.config["mult_cols"]) == (h - 1, mult_cols(h - 1))

@@ -22,6 +22,7 @@ CONFIG_OPTIONS: dict[str, tuple[object, str]] = {
     "act_bits": (int, "activation bits A"),
     "weight_bits": (int, "weight bits b"),
     "pe": (PE_KINDS, "PE kind"),
+    "mult_cols": (int, "shift-add array: columns 0..N-1 multiply in a DSP block (a hybrid)"),
     "k_max": (int, "longest dot product K_max"),
     "step_tables": (STEP_TABLE_MODES, "step tables per layer or per output channel"),
     "act_depth": (int, "activation buffer words"),

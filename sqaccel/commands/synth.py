@@ -15,7 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ecp5: ULX3S 85F; ice40: iCEBreaker UP5K (default: ecp5)")
     p.add_argument("--design", choices=DESIGNS, default="top",
                    help="top: board top with UART; pe / array: inside a register shell")
-    add_config_arguments(p, ("rows", "cols", "pe", "act_bits", "weight_bits", "k_max"))
+    add_config_arguments(p, ("rows", "cols", "pe", "mult_cols", "act_bits", "weight_bits", "k_max"))
     p.add_argument("--dsp", action=argparse.BooleanOptionalAction, default=True,
                    help="map multipliers to DSP blocks (--no-dsp: LUTs only)")
     p.add_argument("--freq", type=positive, default=None,

@@ -178,3 +178,26 @@ def test_bad_demo_arguments_give_one_error(tmp_path, capsys):
                      "--out", str(tmp_path / "r")]) == 2
     assert "no run.json" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_background_work_runs_apart_reports_and_stops(tmp_path):
+    """A step's early work (the synthesis) in a spawned process: what it printed comes back
+    through the step's ``say``, a failure is one error naming its log, and an interrupted
+    demo stops it."""
+    import time
+
+    from sqaccel.config import AccelConfig
+    from sqaccel.demo.state import Background
+    from sqaccel.errors import SqaccelError
+
+    said: list[str] = []
+    Background(print, ("hello from the background",), tmp_path / "a.log").wait(said.append)
+    assert said == ["hello from the background"]
+    bad = Background(AccelConfig.load, (str(tmp_path / "nowhere.json"),), tmp_path / "b.log")
+    with pytest.raises(SqaccelError, match=r"background process failed \(exit 2\).*b\.log"):
+        bad.wait(said.append)
+    assert said[-1].startswith("error: ") and "nowhere.json" in said[-1]
+    slow = Background(time.sleep, (600,), tmp_path / "c.log")
+    t = time.monotonic()
+    slow.stop()
+    assert not slow.process.is_alive() and time.monotonic() - t < 30

@@ -37,8 +37,10 @@ def findings(messages: str) -> list[str]:
     AccelConfig(pe="mult"),
     AccelConfig(rows=16, cols=16),
     AccelConfig(rows=16, cols=16, pe="mult"),
+    AccelConfig(rows=2, cols=3, mult_cols=2),
+    AccelConfig(rows=2, cols=2, mult_cols=2, step_tables="layer", weight_bits=2),
 ], ids=["2x2-shift", "2x2-mult", "3x2-odd-depths", "1x1-smallest", "8x8-shift", "8x8-mult",
-        "16x16-shift", "16x16-mult"])
+        "16x16-shift", "16x16-mult", "2x3-hybrid", "2x2-hybrid-layer"])
 def test_generate_and_lint(cfg, tmp_path):
     out = gen.generate(cfg, tmp_path / "v")
     assert sorted(p.name for p in out.iterdir()) == sorted(

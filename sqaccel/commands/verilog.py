@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     out = generate(cfg, args.out, images=args.images, force=args.force)
-    print(f"{out / VERILOG_FILE}: {cfg.name()} ({cfg.rows}x{cfg.cols} {cfg.pe} PEs, "
+    hybrid = f", {cfg.mult_cols} multiplier columns" if cfg.mult_cols else ""
+    print(f"{out / VERILOG_FILE}: {cfg.name()} ({cfg.rows}x{cfg.cols} {cfg.pe} PEs{hybrid}, "
           f"acc {cfg.acc_bits} bits), with config.json and format.json")
     if args.lint:
         rc, findings = lint_findings(out / VERILOG_FILE)

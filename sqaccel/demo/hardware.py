@@ -6,12 +6,13 @@ for the report; simulator and tool output goes to log files beside them, named o
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import torch
 
-from sqaccel.demo.state import DemoRun, digest, file_digest
+from sqaccel.demo.state import Background, DemoRun, digest, file_digest
 from sqaccel.errors import SqaccelError
 
 PE_CYCLES = 100_000  # random cycles on every PE of the PE bench (make sim: 10^6)
@@ -143,14 +144,17 @@ def synth_key(run: DemoRun) -> str:
                    [(lab, d, c.to_dict(), dsp) for lab, d, c, dsp in synth_runs(run.cfg)]])
 
 
-def step_synth(run: DemoRun) -> None:
+SYNTH_PENDING = "synth.pending.json"  # the background synthesis's result, until collected
+
+
+def synthesise(cfg, root: Path, say) -> list[dict]:
+    """The runs of ``synth_runs(cfg)`` into ``root``: one summary entry each."""
     from sqaccel.hw.designs import synth_design
 
-    root = run.out / "synth"
     entries = []
-    runs = synth_runs(run.cfg)
+    runs = synth_runs(cfg)
     for i, (label, design, c, dsp) in enumerate(runs, 1):
-        run.say(f"({i}/{len(runs)}) {label}: Yosys, nextpnr-ecp5 ...")
+        say(f"({i}/{len(runs)}) {label}: Yosys, nextpnr-ecp5 ...")
         t0 = time.perf_counter()
         res = synth_design(design, c, "ecp5", dsp=dsp, out_root=root)
         r = res.report
@@ -165,7 +169,38 @@ def step_synth(run: DemoRun) -> None:
             "report": str(Path(res.path) / "report.json"),
         })
         fmax = "-" if r["fmax_mhz"] is None else f"{r['fmax_mhz']:.1f} MHz"
-        run.say(f"    {r['resources']['logic_cells']} logic cells, {r['resources']['ffs']} FFs, "
-                f"{r['resources']['dsp']} DSP, {r['resources']['bram']} block RAM, Fmax {fmax} "
-                f"({seconds:.0f} s; {res.path}/)")
+        say(f"    {r['resources']['logic_cells']} logic cells, {r['resources']['ffs']} FFs, "
+            f"{r['resources']['dsp']} DSP, {r['resources']['bram']} block RAM, Fmax {fmax} "
+            f"({seconds:.0f} s; {res.path}/)")
+    return entries
+
+
+def synth_process(cfg, out: str) -> None:
+    """The synthesis in a process of its own (``start_synth``)."""
+    from sqaccel import files
+
+    out_dir = Path(out)
+    entries = synthesise(cfg, out_dir / "synth", lambda m: print(m, flush=True))
+    files.write_json(out_dir / SYNTH_PENDING, entries)
+
+
+def start_synth(run: DemoRun) -> Background:
+    """The synthesis needs only the config and the generator: it starts once the Verilog
+    is generated and runs beside the software steps and the cosimulation."""
+    (run.out / SYNTH_PENDING).unlink(missing_ok=True)
+    run.say("synthesis (step synth) started in the background")
+    return Background(synth_process, (run.cfg, str(run.out)), run.out / "synth.log")
+
+
+def step_synth(run: DemoRun) -> None:
+    bg = run.state.background.pop("synth", None)
+    if bg is None:
+        entries = synthesise(run.cfg, run.out / "synth", run.say)
+    else:
+        if bg.process.is_alive():
+            run.say("waiting for the synthesis started after step verilog ...")
+        bg.wait(run.say)
+        pending = run.out / SYNTH_PENDING
+        entries = json.loads(pending.read_bytes())
+        pending.unlink()
     run.write_json("synth.json", entries)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqaccel.demo import hardware, networks, software
-from sqaccel.demo.state import DemoRun
+from sqaccel.demo.state import Background, DemoRun
 from sqaccel.errors import SqaccelError
 
 PROGRESS_FILE = "progress.json"
@@ -35,6 +35,10 @@ class Step:
     # that hold their result.
     key: Callable[[DemoRun], str] | None = None
     outputs: tuple[str, ...] = ()
+    # A step whose work may start early, in a process of its own, once step ``early`` is
+    # done (``start`` launches it); its place in the sequence is where it is collected.
+    early: str | None = None
+    start: Callable[[DemoRun], Background] | None = None
 
 
 def step_report(run: DemoRun) -> None:
@@ -48,6 +52,7 @@ def step_report(run: DemoRun) -> None:
 STEPS: tuple[Step, ...] = (
     Step("data", "load the digits data set", software.step_data),
     Step("model", "get the trained digits CNN", software.step_model),
+    Step("verilog", "generate and lint the accelerator's Verilog", hardware.step_verilog),
     Step("search", "search the SQ subset of every layer for the array", software.step_search),
     Step("accuracy", "quantise the weights with each method and measure accuracy",
          software.step_accuracy, software.accuracy_key, ("accuracy.json",)),
@@ -58,13 +63,13 @@ STEPS: tuple[Step, ...] = (
     Step("table", "the integer accuracy table: calibration, per-channel, mixed bits",
          software.step_table, software.table_key, ("calibration.json",)),
     Step("export", "export the network's memory images", software.step_export),
-    Step("verilog", "generate and lint the accelerator's Verilog", hardware.step_verilog),
     Step("cosim", "cosimulate on Verilator against the golden model, four levels",
          hardware.step_cosim, hardware.cosim_key, ("cosim.json",)),
     Step("resnet20", "resnet20 on MNIST: export, cycle model, whole-network cosimulation",
          networks.step_resnet20, networks.resnet_key, ("resnet20.json",)),
     Step("synth", "synthesise for the ECP5 (ULX3S) with Yosys and nextpnr",
-         hardware.step_synth, hardware.synth_key, ("synth.json",)),
+         hardware.step_synth, hardware.synth_key, ("synth.json",), early="verilog",
+         start=hardware.start_synth),
     Step("report", "write the report", step_report),
 )
 STEP_NAMES = tuple(s.name for s in STEPS)
@@ -153,6 +158,15 @@ def _reusable(run: DemoRun, step: Step, done: dict) -> bool:
             and all((run.out / o).exists() for o in step.outputs))
 
 
+def _start_early(run: DemoRun, done_step: Step, steps: list[Step], done: dict) -> None:
+    """Starts the work of the later steps that wait only for ``done_step`` (unless skipped
+    or reusable)."""
+    for later in steps:
+        if (later.early == done_step.name and later.start is not None
+                and later.name not in run.skip and not _reusable(run, later, done)):
+            run.state.background[later.name] = later.start(run)
+
+
 def run_demo(run: DemoRun, until: str | None = None) -> list[str]:
     """Run the steps (up to ``until``); returns the headline lines."""
     if not 1 <= run.cosim_images <= 512:
@@ -194,6 +208,7 @@ def run_demo(run: DemoRun, until: str | None = None) -> list[str]:
                         f"with the same inputs: reusing {', '.join(step.outputs)}")
                 run.state.timings.append({"name": step.name, "seconds": rec["seconds"],
                                           "reused": True})
+                _start_early(run, step, steps, done)
                 continue
             t = time.perf_counter()
             step.fn(run)
@@ -204,11 +219,16 @@ def run_demo(run: DemoRun, until: str | None = None) -> list[str]:
                                    "finished": datetime.now(UTC).isoformat(timespec="seconds")}
                 run.write_json(PROGRESS_FILE, done)
             print(f"    ({seconds:.1f} s)", flush=True)
+            _start_early(run, step, steps, done)
     except KeyboardInterrupt:
         name = current.name if current else "start"
         print(f"\ninterrupted in step {name}: finished steps are kept, nothing half-written "
               "is; run `make demo` again to go on", flush=True)
         raise
+    finally:
+        for bg in run.state.background.values():  # an error or --until before collecting
+            bg.stop()
+        run.state.background.clear()
     print(f"\ndemo done in {time.perf_counter() - t0:.1f} s")
     lines = headline(run)
     for line in lines:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,57 @@ def file_digest(path: Path) -> str:
     return sha256(Path(path).read_bytes())[:16]
 
 
+class Background:
+    """A step's work in a process of its own while the demo goes on: ``fn(*args)`` (a
+    module-level function; the process is spawned, so it shares nothing with the demo)
+    prints to ``log`` and writes its result where the step reads it. The step collects it
+    in its place in the sequence; an interrupted demo stops it."""
+
+    def __init__(self, fn: Callable, args: tuple, log: Path):
+        self.log = Path(log)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        ctx = multiprocessing.get_context("spawn")
+        self.process = ctx.Process(target=_in_background, args=(fn, args, str(self.log)),
+                                   daemon=True)
+        self.process.start()
+
+    def wait(self, say: Callable[[str], None]) -> None:
+        """Waits for the work, then shows what it printed; one error if it failed."""
+        self.process.join()
+        try:
+            lines = self.log.read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            say(line)
+        if self.process.exitcode != 0:
+            raise SqaccelError(f"the step's background process failed (exit "
+                               f"{self.process.exitcode}); its output is in {self.log}")
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join()
+
+
+def _in_background(fn: Callable, args: tuple, log: str) -> None:
+    import signal
+    import sys
+    import traceback
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the demo, which stops us
+    with open(log, "w", buffering=1) as out:
+        sys.stdout = sys.stderr = out
+        try:
+            fn(*args)
+        except SqaccelError as e:
+            print(f"error: {e}")
+            sys.exit(2)
+        except Exception:  # noqa: BLE001 - shown in the log the demo points to
+            traceback.print_exc()
+            sys.exit(1)
+
+
 @dataclass
 class DemoState:
     """What the steps leave for later steps (None until the step that sets it has run)."""
@@ -41,6 +94,7 @@ class DemoState:
     images_dir: Path | None = None
     manifest_digest: str | None = None
     verilog_digest: str | None = None
+    background: dict[str, Background] = field(default_factory=dict)  # step name -> its work
 
     def need(self, name: str):
         """A value an earlier step sets; a clear error when that step did not run."""

@@ -139,10 +139,10 @@ def plot_weight_histograms(out: Path, seed: int, cache_dir: Path) -> tuple[str, 
 
     from sqaccel.sw.models import quantizable_layers
     from sqaccel.sw.quantizers import make_quantizer
-    from sqaccel.sw.train import load_or_train_digits
+    from sqaccel.sw.zoo import load_builtin
 
     plt = _plt()
-    model = load_or_train_digits(seed, cache_dir)
+    model = load_builtin("digits", seed=seed, cache_dir=cache_dir)
     layers = quantizable_layers(model)
     fig, axes = plt.subplots(1, len(layers), figsize=(4 * len(layers), 3.2))
     rows = []

@@ -121,6 +121,16 @@ def load_builtin(
     return load_weights(e.build(), path).eval()
 
 
+def weights_path(name: str, seed: int = 0, cache_dir: str | Path = "build/models") -> Path:
+    """The weights file ``load_builtin(name, seed=seed, cache_dir=cache_dir)`` reads: the
+    committed one for seed 0, the cached training of another seed."""
+    from sqaccel.sw.train import cache_paths
+
+    if seed == 0:
+        return WEIGHTS_DIR / f"{entry(name).name}.safetensors"
+    return cache_paths(seed, cache_dir, _cache_name(name))[0]
+
+
 def publish(name: str, weights_dir: Path | None = None, log: Log | None = None) -> dict:
     """Train ``name`` from seed 0 and write its weights and its manifest record."""
     weights_dir = weights_dir or WEIGHTS_DIR

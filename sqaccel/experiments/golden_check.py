@@ -27,9 +27,9 @@ def integer_accuracy_table(
     integer, diff (points) and the bias-saturation reports."""
     x_cal, (x_test, y_test) = eval_data("digits", calib_samples, seed)
     if model is None:
-        from sqaccel.sw.train import load_or_train_digits
+        from sqaccel.sw.zoo import load_builtin
 
-        model = load_or_train_digits(seed=seed)
+        model = load_builtin("digits", seed=seed)
     test = (x_test, y_test)
     base = cfg if cfg is not None else AccelConfig()
     rows = []

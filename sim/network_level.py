@@ -206,11 +206,18 @@ def run_network(source: str | Path | LoadedImages, x_int: torch.Tensor,
                       r.wall_s, result)
 
 
+def spread(n: int, count: int) -> torch.Tensor:
+    """``count`` indices evenly spaced over ``range(n)``, the first 0."""
+    return torch.arange(count) * n // count
+
+
 def test_inputs(source: str | Path | LoadedImages, count: int
                 ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-    """The network inputs of ``sqaccel cosim --network N``: the first ``count`` test images
-    of the data set the images were exported from, as integer inputs, with their labels;
-    without such a record, the reference inputs stored at export (no labels)."""
+    """The network inputs of ``sqaccel cosim --network N``: ``count`` test images of the
+    data set the images were exported from, evenly spaced over its test split (which is in
+    class order for mnist5k: the first images would all be zeros), as integer inputs, with
+    their labels; without such a record, the first reference inputs stored at export (no
+    labels)."""
     from sqaccel.sw.deploy import recorded_test_split
 
     loaded = _loaded(source)
@@ -222,8 +229,10 @@ def test_inputs(source: str | Path | LoadedImages, count: int
         if not 1 <= count <= x_test.shape[0]:
             raise SqaccelError(f"{count} test images asked for, the split has "
                                f"{x_test.shape[0]}")
-        return (net.quantize_input(x_test[:count]), y_test[:count],
-                f"the first {count} {info['dataset']} test images")
+        idx = spread(x_test.shape[0], count)
+        every = "" if count == 1 else f", every {x_test.shape[0] // count}th"
+        return (net.quantize_input(x_test[idx]), y_test[idx],
+                f"{count} {info['dataset']} test images (from the first{every})")
     ref = reference_inputs(loaded)
     if not 1 <= count <= ref.shape[0]:
         raise SqaccelError(f"{loaded.directory}: --network {count}: the images were not "

@@ -28,6 +28,8 @@ def test_cosim_whole_network(model, per_channel):
     assert loaded.manifest["info"]["dataset"] == "mnist5k"
     seed = seed_from_env()
     x, labels, what = network_level.test_inputs(loaded, IMAGES)
+    # Spread over the class-ordered split: as many classes as images (up to 10).
+    assert len(set(labels.tolist())) == min(x.shape[0], 10)
     print(f"{model} cosim: seed {seed} (repeat with SQACCEL_SEED={seed}), {what}")
     run = network_level.run_network(loaded, x, seed)
     assert not run.result.failed

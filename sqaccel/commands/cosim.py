@@ -27,8 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="GEMM layer to run on the reference inputs stored at export "
                       "(repeatable; default: every GEMM layer)")
     what.add_argument("--network", type=count, metavar="N",
-                      help="run the whole network on the first N digits test images (other "
-                      "datasets: on the first N reference inputs stored at export)")
+                      help="run the whole network on N test images of the built-in data set the "
+                      "images were exported from, evenly spaced over its test split (other "
+                      "data: on the first N reference inputs stored at export)")
     p.add_argument("--seed", type=seed, default=None,
                    help="testbench seed (default: $SQACCEL_SEED, else random; printed)")
     p.add_argument("--waves", action="store_true",

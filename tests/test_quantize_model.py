@@ -192,14 +192,14 @@ def test_demo_steps_write_the_accuracy_table(digits, cache_dir, tmp_path, monkey
     assert main(["demo", "--out", str(out), "--cache-dir", str(cache_dir), "--no-progress",
                  "--until", "accuracy"]) == 0
     printed = capsys.readouterr().out
-    assert "[1/4] data:" in printed and "[4/4] accuracy:" in printed  # --until: 4 steps
+    assert "[1/5] data:" in printed and "[5/5] accuracy:" in printed  # --until: 5 steps
     result = json.loads((out / "accuracy.json").read_text())
     assert [(r["method"], r["bits"]) for r in result["runs"]] == [(m, 2) for m in METHODS]
     assert result["fp_accuracy"] >= 95.0 and result["split"]["test"] == 540
     table = printed[printed.index("method "):]
     assert "full precision" in table and all(f"\n{m} " in table for m in METHODS)
     assert sorted(p.name for p in out.iterdir()) == [
-        ".sqaccel-output.json", "accuracy.json", "progress.json"]
+        ".sqaccel-output.json", "accuracy.json", "progress.json", "verilog"]
     assert main(["demo", "--until", "nothing"]) == 2
 
 

@@ -79,28 +79,33 @@ def magnitude_bits(cfg: AccelConfig) -> int:
     return (cfg.act_max * cfg.universal.max_int_magnitude).bit_length()
 
 
-def step_magnitude(m: Module, cfg: AccelConfig, step, name: str) -> Signal:
-    """The integer magnitude that a step-table word selects: the sum over the terms of
-    ``1 << shift`` (a term's selector ``len(set)`` or larger is off), as a comb signal."""
+def shifted_terms(m: Module, cfg: AccelConfig, step, value, name: str) -> list[Signal]:
+    """One term per shift set of a step-table word: ``value << shift`` for the term's
+    selector, or 0 for the selector ``len(set)`` (off; larger ones are refused upstream),
+    each a (len(set)+1)-way multiplexer."""
     u = cfg.universal
     terms = []
     pos = 0
     for t, (shifts, sel_bits) in enumerate(zip(u.shift_sets, u.selector_bits, strict=True)):
         sel = step[pos : pos + sel_bits]
         pos += sel_bits
-        term = Signal(unsigned(max(shifts) + 1), name=f"{name}_term{t}")
+        term = Signal(unsigned(len(value) + max(shifts)), name=f"{name}{t}")
         with m.Switch(sel):
             for s_idx, sh in enumerate(shifts):
                 with m.Case(s_idx):
-                    m.d.comb += term.eq(1 << sh)
+                    m.d.comb += term.eq(value << sh)
             with m.Default():
                 m.d.comb += term.eq(0)
         terms.append(term)
+    return terms
+
+
+def step_magnitude(m: Module, cfg: AccelConfig, step, name: str) -> Signal:
+    """The integer magnitude that a step-table word selects: the sum over the terms of
+    ``1 << shift``, as a comb signal."""
+    terms = shifted_terms(m, cfg, step, Const(1, 1), f"{name}_term")
     mag = Signal(sq_mult_operand_layout(cfg)["mag"].shape, name=name)
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    m.d.comb += mag.eq(total)
+    m.d.comb += mag.eq(sum(terms[1:], terms[0]))
     return mag
 
 
@@ -178,29 +183,13 @@ class ShiftAddPE(_PEBase):
     def elaborate(self, platform):
         m = Module()
         cfg = self.cfg
-        u = cfg.universal
 
         # Stage 1: one (len(set)+1)-way shift per term, the terms added.
-        terms = []
-        pos = 0
-        for t, (shifts, sel_bits) in enumerate(zip(u.shift_sets, u.selector_bits, strict=True)):
-            sel = self.w.step[pos : pos + sel_bits]
-            pos += sel_bits
-            term = Signal(unsigned(cfg.act_bits + max(shifts)), name=f"term{t}")
-            with m.Switch(sel):
-                for s_idx, sh in enumerate(shifts):
-                    with m.Case(s_idx):
-                        m.d.comb += term.eq(self.x << sh)
-                with m.Default():  # selector len(set) = off (larger ones are refused upstream)
-                    m.d.comb += term.eq(0)
-            terms.append(term)
+        terms = shifted_terms(m, cfg, self.w.step, self.x, "term")
         mag_bits = magnitude_bits(cfg)
         mag = Signal(unsigned(mag_bits), reset_less=True)
         neg = Signal(reset_less=True)
-        total = terms[0]
-        for term in terms[1:]:
-            total = total + term
-        m.d.sync += [mag.eq(total), neg.eq(self.w.sign)]
+        m.d.sync += [mag.eq(sum(terms[1:], terms[0])), neg.eq(self.w.sign)]
         self._accumulate_signed(m, mag, mag_bits, neg)
         return m
 

@@ -122,15 +122,19 @@ def _number(v, where: str, low: float, *, integer: bool = False, inclusive: bool
     return v
 
 
+def _known_keys(d: dict, keys: tuple[str, ...], at: str) -> None:
+    unknown = sorted(set(d) - set(keys))
+    if unknown:
+        raise SqaccelError(f"{at}: unknown key {unknown[0]!r} (the keys are "
+                           f"{', '.join(keys)})")
+
+
 def _point(d, i: int, where: str, grid_freq: float | None, designs: tuple[str, ...]
            ) -> Point:
     at = f"{where}: points[{i}]"
     if not isinstance(d, dict):
         raise SqaccelError(f"{at} must be an object, got {d!r}")
-    unknown = sorted(set(d) - set(POINT_KEYS))
-    if unknown:
-        raise SqaccelError(f"{at}: unknown key {unknown[0]!r} (the keys are "
-                           f"{', '.join(POINT_KEYS)})")
+    _known_keys(d, POINT_KEYS, at)
     design = d.get("design", "array")
     if design not in designs:
         raise SqaccelError(f"{at}: design must be one of {', '.join(designs)}, got {design!r}")
@@ -179,10 +183,7 @@ def parse_grid(d, where: str = "grid", base: Path | None = None) -> Grid:
 
     if not isinstance(d, dict):
         raise SqaccelError(f"{where} must be a JSON object, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(GRID_KEYS))
-    if unknown:
-        raise SqaccelError(f"{where}: unknown key {unknown[0]!r} (the keys are "
-                           f"{', '.join(GRID_KEYS)})")
+    _known_keys(d, GRID_KEYS, where)
     target = d.get("target", "ecp5")
     if target not in TARGETS:
         raise SqaccelError(f"{where}: target must be one of {', '.join(sorted(TARGETS))}, "

@@ -30,8 +30,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/sqaccel demo
 
+# One pytest worker per core, a test file per worker at a time: a file's module fixtures
+# (the demo run, exported images) are built once. Builds shared across files take turns.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist loadfile tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sqaccel sw hw sim tests bench constraints

@@ -3,7 +3,8 @@ cocotb test module on Verilator.
 
 Builds live in ``build/cosim/<design>`` under the current folder (``SQACCEL_COSIM_BUILD``
 moves them) and are incremental: a file is rewritten only when its text changes, so a second
-run of the same design skips the C++ compile.
+run of the same design skips the C++ compile. Processes that share a build (parallel test
+workers, two commands at once) take turns on it (``files.exclusive``).
 """
 
 from __future__ import annotations
@@ -129,8 +130,9 @@ def run_accel_job(cfg: AccelConfig, job: jobs.AccelJob, testcase: str, job_name:
                   waves: bool | None = None) -> CosimResult:
     """Run a job on the top of ``cfg`` (built once per config)."""
     build_dir = accel_build_dir(cfg)
-    src = accel_verilog(cfg, build_dir)
-    job.format = str(src.with_name("format.json").resolve())
-    return simulate(verilog_file=src, toplevel=TOPLEVEL, test_module="sqaccel.sim.tb_accel",
-                    build_dir=build_dir, job=job, job_name=job_name, seed=job.seed,
-                    waves=waves, testcase=testcase)
+    with files.exclusive(build_dir):  # one process at a time per build
+        src = accel_verilog(cfg, build_dir)
+        job.format = str(src.with_name("format.json").resolve())
+        return simulate(verilog_file=src, toplevel=TOPLEVEL, test_module="sqaccel.sim.tb_accel",
+                        build_dir=build_dir, job=job, job_name=job_name, seed=job.seed,
+                        waves=waves, testcase=testcase)

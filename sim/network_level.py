@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from sqaccel import abi, arith
+from sqaccel import abi, arith, files
 from sqaccel.config import AccelConfig
 from sqaccel.errors import SqaccelError
 from sqaccel.sim import job as jobs
@@ -273,18 +273,19 @@ def network_images(model: str = "digits", cfg: AccelConfig | None = None, bits: 
     out = Path(out_dir or build_root() / f"images-{model}-{method}{bits}"
                                          f"{'-pc' if per_channel else ''}-s{seed}-"
                                          f"{digest([cfg.to_dict(), weights])}")
-    if out.is_dir():
-        try:
-            images.load(out, cfg)
-            return out
-        except SqaccelError:
-            pass
-    source = resolve_model(model, seed=seed)
-    split = resolve_data(None, source, seed)
-    x_cal, (x_test, _) = split.eval_tensors()
-    with one_thread():
-        net = build_pipeline(source.model, method, bits, x_cal, cfg, per_channel).network
-        ref = net.quantize_input(x_test[:16])
-    info = {"model": model, "dataset": split.name, "seed": seed, "method": method,
-            "bits": bits, "per_channel": per_channel}
-    return images.export(net, out, reference_inputs=ref, info=info)
+    with files.exclusive(out):  # a second process waits and then finds the images
+        if out.is_dir():
+            try:
+                images.load(out, cfg)
+                return out
+            except SqaccelError:
+                pass
+        source = resolve_model(model, seed=seed)
+        split = resolve_data(None, source, seed)
+        x_cal, (x_test, _) = split.eval_tensors()
+        with one_thread():
+            net = build_pipeline(source.model, method, bits, x_cal, cfg, per_channel).network
+            ref = net.quantize_input(x_test[:16])
+        info = {"model": model, "dataset": split.name, "seed": seed, "method": method,
+                "bits": bits, "per_channel": per_channel}
+        return images.export(net, out, reference_inputs=ref, info=info)

@@ -107,6 +107,7 @@ def run_pe(
     that a wrong model fails."""
     job = pe_job(cfgs, cycles, seed, chunk, model_offset)
     build_dir = Path(build_dir or build_root() / f"pe_bench-{digest(job.configs)}")
-    src = pe_bench_verilog(cfgs, build_dir)
-    return simulate(verilog_file=src, toplevel="pe_bench", test_module="sqaccel.sim.tb_pe",
-                    build_dir=build_dir, job=job, job_name="pe", seed=seed, waves=waves)
+    with files.exclusive(build_dir):
+        src = pe_bench_verilog(cfgs, build_dir)
+        return simulate(verilog_file=src, toplevel="pe_bench", test_module="sqaccel.sim.tb_pe",
+                        build_dir=build_dir, job=job, job_name="pe", seed=seed, waves=waves)

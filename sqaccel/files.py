@@ -19,6 +19,7 @@ must be absent, empty or marked as that kind of container.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -240,6 +241,26 @@ def remove_output(dest: str | Path, kind: str) -> None:
     marker = read_marker(dest) if dest.is_dir() and not dest.is_symlink() else None
     if marker is not None and marker["kind"] == kind:
         shutil.rmtree(dest, ignore_errors=True)
+
+
+@contextmanager
+def exclusive(path: str | Path) -> Iterator[None]:
+    """Hold ``path`` (a build folder, a cache entry) for this process alone until the block
+    ends: processes that share a build or cache folder (a second command, parallel test
+    workers) wait their turn instead of building into the same files. The lock is an
+    ``flock`` on a hidden file beside ``path``, released when the process ends."""
+    path = Path(path)
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+    except OSError as e:
+        raise OutputError(f"{lock}: cannot be created ({e.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 @contextmanager

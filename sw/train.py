@@ -182,24 +182,25 @@ def load_or_train(
     label = label or f"{model} network ({dataset})"
     files.check_container(cache_dir, "model cache")
     weights, meta_path = cache_paths(seed, cache_dir, model)
-    cached = None if retrain else _cached(build, model, seed, cache_dir, recipe)
-    if cached is not None:
+    with files.exclusive(weights):  # one process trains; the others then load its weights
+        cached = None if retrain else _cached(build, model, seed, cache_dir, recipe)
+        if cached is not None:
+            if log:
+                log(f"loaded the cached {label} ({weights})")
+            return cached
         if log:
-            log(f"loaded the cached {label} ({weights})")
-        return cached
-    if log:
-        log(f"training the {label} (seed {seed}, {recipe.epochs} epochs, CPU)")
-    net, acc = fit(build, load_split(dataset, seed), seed, recipe)
-    save_weights(net, weights)
-    meta = {
-        "model": model,
-        "seed": seed,
-        "test_accuracy": acc,
-        "recipe": _recipe_record(recipe),
-        "sha256": _sha256(weights),
-        "torch": torch.__version__,
-    }
-    files.write_json(meta_path, meta, indent=2)
+            log(f"training the {label} (seed {seed}, {recipe.epochs} epochs, CPU)")
+        net, acc = fit(build, load_split(dataset, seed), seed, recipe)
+        save_weights(net, weights)
+        meta = {
+            "model": model,
+            "seed": seed,
+            "test_accuracy": acc,
+            "recipe": _recipe_record(recipe),
+            "sha256": _sha256(weights),
+            "torch": torch.__version__,
+        }
+        files.write_json(meta_path, meta, indent=2)
     if log:
         log(f"trained: test accuracy {acc:.2f} %, cached in {weights}")
     return net

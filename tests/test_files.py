@@ -1,10 +1,13 @@
 """The one atomic writer: complete files and folders or none, the old output kept until the
-new one is in place, modes from the umask."""
+new one is in place, modes from the umask; a shared build folder used by one process at a
+time."""
 
 from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -88,3 +91,24 @@ def test_only_a_folder_the_toolchain_wrote_is_replaced(tmp_path):
     with pytest.raises(files.OutputError, match="inside the input"):
         files.check_outside(tmp_path / "out" / "v", {"--images": tmp_path / "out"})
     assert (mine / "thesis.tex").read_text() == "years of work"
+
+
+HOLD = """
+import sys
+from pathlib import Path
+from sqaccel import files
+with files.exclusive(Path(sys.argv[1])):
+    print("inside", flush=True)
+"""
+
+
+def test_a_second_process_waits_for_the_build_folder(tmp_path):
+    build = tmp_path / "accel-8x8"
+    with files.exclusive(build):
+        other = subprocess.Popen([sys.executable, "-c", HOLD, str(build)],
+                                 stdout=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            other.wait(timeout=3)  # blocked while this process holds the folder
+    out, _ = other.communicate(timeout=60)
+    assert other.returncode == 0 and out == "inside\n"
+    assert [p.name for p in tmp_path.iterdir()] == [".accel-8x8.lock"]  # nothing else made

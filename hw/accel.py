@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, enum, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from sqaccel import abi
 from sqaccel.config import AccelConfig, ConfigError
 from sqaccel.hw.array import PEArray, result_layout
+from sqaccel.hw.banked_ram import BankedRAM
 from sqaccel.hw.controller import Controller, command_layout
 
 
@@ -95,10 +95,9 @@ class Accelerator(wiring.Component):
         m.d.sync += wr.eq(pkt)
 
         for name, buf in abi.buffers(cfg).items():
-            init = [int(w) for w in self.init.get(name, [])]
-            mem = Memory(shape=buf.word_bits, depth=buf.depth, init=init)
-            m.submodules[f"{name}_buf"] = mem
-            wp = mem.write_port()
+            ram = BankedRAM(buf.word_bits, buf.depth, self.init.get(name, []))
+            m.submodules[f"{name}_buf"] = ram
+            wp = ram.wr
             # `target == 0` would lint as a truncating `!target`.
             is_target = (pkt.target.as_value() == buf.target if buf.target
                          else ~pkt.target.as_value().any())
@@ -112,7 +111,7 @@ class Accelerator(wiring.Component):
                 wp.addr.eq(wr.addr),
                 wp.data.eq(wr.data[: buf.word_bits]),
             ]
-            wiring.connect(m, mem.read_port(), read_of[name])
+            wiring.connect(m, ram.rd, read_of[name])
 
         # -- controller <-> array ------------------------------------------------------
         wiring.connect(m, ctrl.slot, array.slot)

@@ -101,10 +101,12 @@ class PEArray(wiring.Component):
     """R x C PEs, column decoders, bias and requantisation registers, shadow drain, FIFO.
 
     Members: ``slot`` (always-ready stream of slots), ``load`` (next-register writes),
-    ``relu`` (the command's layer has a ReLU), ``result`` (stream of result words),
-    ``last_ok`` (a last slot may be issued now: its capture will find the shadow rows
-    free), ``swap_pending`` (a new_j slot is between S1 and S3: the next registers are not
-    to be written), ``idle`` (nothing in flight, every result read).
+    ``relu`` (the command's layer has a ReLU), ``result`` (stream of result words), and the
+    status of the slots inside the array (S2 on; the slot on ``slot`` is the issuer's to
+    count): ``last_ok`` (a last slot may be issued now, unless one is on ``slot``: its
+    capture will find the shadow rows free), ``swap_pending`` (a new_j slot is in S2 or
+    S3: the next registers are not to be written), ``idle`` (nothing in flight, every
+    result read).
     """
 
     def __init__(self, cfg: AccelConfig):
@@ -230,11 +232,16 @@ class PEArray(wiring.Component):
         # A row's PEs accumulate only for tiles that have that row (`rows > r`): the rows' enables
         # then differ, so that synthesis keeps one enable (and one clear) per row instead of
         # merging them into one net across all R x C PEs. A row left out keeps the zero its
-        # last clear left in it.
+        # last clear left in it. Each row's enable and last flag are flip-flops of the row,
+        # computed from S2 a cycle ahead: the last flag then drives C PEs instead of all
+        # R x C (a net across the whole array), and it carries the row's enable so that the
+        # rows' copies differ too.
         acc = [[None] * C for _ in range(R)]
         for r in range(R):
-            row_en = Signal(name=f"row_en{r}")
-            m.d.comb += row_en.eq(s[3].valid & (s[3].rows > r))
+            row_en = Signal(name=f"row_en{r}")  # = s[3].valid & (s[3].rows > r)
+            row_last = Signal(name=f"row_last{r}")  # = row_en & s[3].last
+            active = s[2].valid & (s[2].rows > r)
+            m.d.sync += [row_en.eq(active), row_last.eq(active & s[2].last)]
             for c in range(C):
                 pe = make_pe(cfg, in_array=True, kind=kinds[c])
                 m.submodules[f"pe_{r}_{c}"] = pe
@@ -242,7 +249,7 @@ class PEArray(wiring.Component):
                     pe.x.eq(x_op[r]),
                     pe.w.eq(w_op[c]),
                     pe.en.eq(row_en),
-                    pe.last.eq(s[3].last),
+                    pe.last.eq(row_last),
                 ]
                 acc[r][c] = pe.sum
 
@@ -341,15 +348,16 @@ class PEArray(wiring.Component):
         m.d.comb += popped.eq(fifo.r_rdy & fifo.r_en)
 
         # -- status --------------------------------------------------------------------
+        # Slots from S2 on only: none of these depends on the slot being presented, so no
+        # path runs from `slot` through the array back out (the issuer, which holds that
+        # slot in its own register, adds it).
         in_flight = [s[n] for n in range(2, CAPTURE_STAGE + 1)]
-        last_in_flight = (self.slot.valid & p.last) | Cat(f.valid & f.last
-                                                          for f in in_flight).any()
+        last_in_flight = Cat(f.valid & f.last for f in in_flight).any()
         m.d.comb += [
             self.last_ok.eq(~full & ~last_in_flight),
-            self.swap_pending.eq((self.slot.valid & p.new_j)
-                                 | Cat(s[n].valid & s[n].new_j
-                                       for n in range(2, SWAP_STAGE + 1)).any()),
-            self.idle.eq(~self.slot.valid & ~Cat(f.valid for f in in_flight).any() & ~full
+            self.swap_pending.eq(Cat(s[n].valid & s[n].new_j
+                                     for n in range(2, SWAP_STAGE + 1)).any()),
+            self.idle.eq(~Cat(f.valid for f in in_flight).any() & ~full
                          & (credits == RESULT_FIFO_DEPTH)),
         ]
         return m

@@ -125,7 +125,9 @@ class Controller(wiring.Component):
         last_row_tile, last_col_tile = Signal(), Signal()
         is_new_j = is_first & top_row
         issue = Signal()
-        m.d.comb += issue.eq(issuing & (~is_new_j | next_loaded) & (~is_last | self.last_ok))
+        s1_last, s1_new_j = Signal(), Signal()  # the slot in S1 (the array counts from S2)
+        m.d.comb += issue.eq(issuing & (~is_new_j | next_loaded)
+                             & (~is_last | (self.last_ok & ~s1_last)))
 
         m.d.comb += [
             self.act_rd.addr.eq(act_addr),
@@ -144,6 +146,7 @@ class Controller(wiring.Component):
             s1.cols.eq(Mux(last_col_tile, n_left, C)),
             s1.final.eq(last_row_tile & last_col_tile),
         ]
+        m.d.comb += [s1_last.eq(s1.valid & s1.last), s1_new_j.eq(s1.valid & s1.new_j)]
         p = self.slot.payload
         m.d.comb += [
             self.slot.valid.eq(s1.valid),
@@ -179,6 +182,7 @@ class Controller(wiring.Component):
         # -- loader: column tile words into the array's next registers -----------------
         loading = Signal()
         load_n_left = Signal.like(cmd.n)  # columns from the tile to load next on
+        load_more = Signal()  # = load_n_left != 0, a flip-flop beside it
         param_addr = Signal.like(cmd.param_base)
         entry = Signal(range(L))
         bias_we = Signal()
@@ -195,9 +199,10 @@ class Controller(wiring.Component):
         # output then meets only a flip-flop): the tables are complete one cycle after the
         # last entry's read, `loaded_soon`.
         loaded_soon = Signal()
+        # Nothing here waits on `issue` (and so on the array's `last_ok`): a new_j slot
+        # issues only with next_loaded set, which holds a load back already.
         m.d.comb += start_load.eq(issuing & ~loading & ~next_loaded & ~loaded_soon
-                                  & load_n_left.any() & ~self.swap_pending
-                                  & ~(issue & is_new_j))
+                                  & load_more & ~self.swap_pending & ~s1_new_j)
         m.d.sync += bias_we.eq(start_load)
         if cfg.pe == "shift":
             step_addr = Signal.like(cmd.step_base)
@@ -221,6 +226,7 @@ class Controller(wiring.Component):
                         loaded_soon.eq(1),
                         param_addr.eq(param_addr + 1),
                         load_n_left.eq(Mux(load_n_left <= C, 0, load_n_left - C)),
+                        load_more.eq(load_n_left > C),
                     ]
                     if cfg.step_tables == "layer":
                         m.d.sync += step_addr.eq(cmd.step_base)
@@ -236,6 +242,7 @@ class Controller(wiring.Component):
                     next_loaded.eq(1),
                     param_addr.eq(param_addr + 1),
                     load_n_left.eq(Mux(load_n_left <= C, 0, load_n_left - C)),
+                    load_more.eq(load_n_left > C),
                 ]
 
         # -- command acceptance --------------------------------------------------------
@@ -273,6 +280,7 @@ class Controller(wiring.Component):
                     w_tile.eq(c_in.w_base),
                     next_loaded.eq(0),
                     load_n_left.eq(c_in.n),
+                    load_more.eq(1),  # n >= 1 here
                     param_addr.eq(c_in.param_base),
                     entry.eq(0),
                 ]

@@ -27,6 +27,7 @@ from amaranth.lib import wiring
 
 from sqaccel import files
 from sqaccel.errors import SqaccelError
+from sqaccel.hw.banked_ram import UNORDERED_PORTS
 from sqaccel.hw.board import ICEBREAKER, ULX3S, Board
 
 DEFAULT_OUT = Path("build") / "synth"  # under the current folder
@@ -284,12 +285,16 @@ def _yosys_script(target: Target, opts: SynthOptions, *, flatten: bool = True) -
     lines = ["read_rtlil design.il", f"hierarchy -top {TOP}"]
     for mod in opts.keep:
         lines.append(f"setattr -mod -set keep_hierarchy 1 {_yosys_id(mod)}")
+    start = ""
     if opts.soft_mul:
         lines += [f"{synth} -run :{target.soft_mul_at}", "proc"]
         lines += [target.soft_mul_cmd.format(sel=f"{p}/t:$mul") for p in opts.soft_mul]
-        lines.append(f"{synth} -run {target.soft_mul_at}:{out}")
-    else:
-        lines.append(f"{synth}{out}")
+        start = target.soft_mul_at
+    # Before the RAMs are mapped: the memories marked UNORDERED_PORTS (the buffers) leave a
+    # read of the word being written undefined, so no logic orders their ports.
+    lines += [f"{synth} -run {start}:map_ram",
+              f"setparam -set RD_COLLISION_X_MASK 1'1 a:{UNORDERED_PORTS}",
+              f"{synth} -run map_ram:{out}"]
     lines.append("tee -q -o yosys_stat.json stat -json")
     return "\n".join(lines) + "\n"
 
@@ -364,6 +369,21 @@ def synthesize(
         raise
 
 
+# An ECP5 constraint file's clock frequency (nextpnr takes it over --freq).
+_LPF_FREQUENCY = re.compile(r'^(\s*FREQUENCY\s+PORT\s+"[^"]+"\s+)[0-9.]+(\s*MHZ\s*;)',
+                            re.MULTILINE | re.IGNORECASE)
+
+
+def clock_constraint_at(text: str, freq_mhz: float | None) -> str:
+    """A board's constraint file with its clock frequencies set to ``freq_mhz`` (None: as
+    it is). Placement then aims at that frequency; the board's own oscillator is slower
+    and the bitstream still runs on it, so the report's Fmax is what the design can reach
+    behind a PLL, not only what the board asks for."""
+    if freq_mhz is None:
+        return text
+    return _LPF_FREQUENCY.sub(lambda mo: f"{mo.group(1)}{freq_mhz:g}{mo.group(2)}", text)
+
+
 def _synthesize_in(
     text: str, target: Target, opts: SynthOptions, ctx: _RunCtx, meta: dict
 ) -> SynthResult:
@@ -385,7 +405,7 @@ def _synthesize_in(
         cons = Path(opts.constraints)
         if not cons.is_file():
             raise SqaccelError(f"synth: constraint file {cons} not found")
-        shutil.copyfile(cons, tmp / cons.name)
+        (tmp / cons.name).write_text(clock_constraint_at(cons.read_text(), opts.freq_mhz))
         args += [target.constraint_flag, cons.name]
     else:
         args.append(target.allow_unconstrained_flag)
@@ -539,6 +559,8 @@ def build_report(
         "options": {
             "dsp": opts.dsp,
             "freq_mhz": opts.freq_mhz or target.default_freq_mhz,
+            # A board top placed for the board's own clock (no --freq) or for freq_mhz.
+            "board_clock": opts.constraints is not None and opts.freq_mhz is None,
             "seed": opts.seed,
             "constraints": Path(opts.constraints).name if opts.constraints else None,
             "yosys": _yosys_script(target, opts).splitlines(),
@@ -556,6 +578,14 @@ def build_report(
     return report
 
 
+def _target_note(report: dict) -> str:
+    if not report["board"]:
+        return ""
+    if report["options"].get("board_clock", True):
+        return " (the constraint file's clock frequency wins)"
+    return " (the constraint file's clock set to it; the board's oscillator is slower)"
+
+
 def summary_markdown(report: dict) -> str:
     r, a = report["resources"], report["available"]
     lines = [
@@ -565,7 +595,7 @@ def summary_markdown(report: dict) -> str:
         f"- board: {report['board'] or 'none (pins placed freely)'}",
         f"- yosys: `{'; '.join(report['options']['yosys'][2:-1])}`",
         f"- nextpnr: seed {report['options']['seed']}, target {report['options']['freq_mhz']:g}"
-        f" MHz" + (" (the constraint file's clock frequency wins)" if report["board"] else ""),
+        f" MHz" + _target_note(report),
         "",
         "| resource | used | available |",
         "|---|---:|---:|",

@@ -21,7 +21,13 @@ from sqaccel.hw.array import PEArray
 from sqaccel.hw.board import ULX3S, BoardTop, IoShell
 from sqaccel.hw.designs import synth_design
 from sqaccel.hw.pe import make_pe
-from sqaccel.hw.synth import SynthOptions, clock_name, module_cells, synthesize
+from sqaccel.hw.synth import (
+    SynthOptions,
+    clock_constraint_at,
+    clock_name,
+    module_cells,
+    synthesize,
+)
 from sqaccel.hw.uart import baud_divisor
 from sqaccel.sim.hostmodel import load_packets, place, random_gemm
 
@@ -199,6 +205,14 @@ def test_baud_divisor_refuses_what_the_clock_cannot_make():
 def test_clock_names_from_both_nextpnr_flavours():
     assert clock_name("$glbnet$clk$TRELLIS_IO_IN") == "clk"
     assert clock_name("clk$SB_IO_IN_$glb_clk") == "clk"
+
+
+def test_a_board_top_placed_for_another_clock_changes_only_the_frequency():
+    lpf = ULX3S.constraints.read_text()
+    assert clock_constraint_at(lpf, None) == lpf  # the board's own 25 MHz
+    at = clock_constraint_at(lpf, 137.5)
+    changed = [(a, b) for a, b in zip(lpf.splitlines(), at.splitlines(), strict=True) if a != b]
+    assert changed == [('FREQUENCY PORT "clk" 25 MHZ;', 'FREQUENCY PORT "clk" 137.5 MHZ;')]
 
 
 def _check_report(path, target: str) -> dict:

@@ -232,16 +232,13 @@ class PEArray(wiring.Component):
         # A row's PEs accumulate only for tiles that have that row (`rows > r`): the rows' enables
         # then differ, so that synthesis keeps one enable (and one clear) per row instead of
         # merging them into one net across all R x C PEs. A row left out keeps the zero its
-        # last clear left in it. Each row's enable and last flag are flip-flops of the row,
-        # computed from S2 a cycle ahead: the last flag then drives C PEs instead of all
-        # R x C (a net across the whole array), and it carries the row's enable so that the
-        # rows' copies differ too.
+        # last clear left in it. (Flip-flop copies of the enable and of `last` per row, one
+        # cycle ahead, cost about 15 more LUTs per PE on ECP5 once Yosys flattens the array,
+        # with no path through them critical: they are not used.)
         acc = [[None] * C for _ in range(R)]
         for r in range(R):
-            row_en = Signal(name=f"row_en{r}")  # = s[3].valid & (s[3].rows > r)
-            row_last = Signal(name=f"row_last{r}")  # = row_en & s[3].last
-            active = s[2].valid & (s[2].rows > r)
-            m.d.sync += [row_en.eq(active), row_last.eq(active & s[2].last)]
+            row_en = Signal(name=f"row_en{r}")
+            m.d.comb += row_en.eq(s[3].valid & (s[3].rows > r))
             for c in range(C):
                 pe = make_pe(cfg, in_array=True, kind=kinds[c])
                 m.submodules[f"pe_{r}_{c}"] = pe
@@ -249,7 +246,7 @@ class PEArray(wiring.Component):
                     pe.x.eq(x_op[r]),
                     pe.w.eq(w_op[c]),
                     pe.en.eq(row_en),
-                    pe.last.eq(row_last),
+                    pe.last.eq(s[3].last),
                 ]
                 acc[r][c] = pe.sum
 

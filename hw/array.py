@@ -233,7 +233,7 @@ class PEArray(wiring.Component):
         # then differ, so that synthesis keeps one enable (and one clear) per row instead of
         # merging them into one net across all R x C PEs. A row left out keeps the zero its
         # last clear left in it. (Flip-flop copies of the enable and of `last` per row, one
-        # cycle ahead, cost about 15 more LUTs per PE on ECP5 once Yosys flattens the array,
+        # cycle ahead, cost about 15 more LUT4 per PE on ECP5 once Yosys flattens the array,
         # with no path through them critical: they are not used.)
         acc = [[None] * C for _ in range(R)]
         for r in range(R):

@@ -22,7 +22,7 @@ from amaranth.lib.wiring import In, Out
 from sqaccel import abi
 from sqaccel.config import AccelConfig, ConfigError
 from sqaccel.hw.array import PEArray, result_layout
-from sqaccel.hw.banked_ram import BankedRAM
+from sqaccel.hw.buffer_ram import BufferRAM
 from sqaccel.hw.controller import Controller, command_layout
 
 
@@ -95,7 +95,7 @@ class Accelerator(wiring.Component):
         m.d.sync += wr.eq(pkt)
 
         for name, buf in abi.buffers(cfg).items():
-            ram = BankedRAM(buf.word_bits, buf.depth, self.init.get(name, []))
+            ram = BufferRAM(buf.word_bits, buf.depth, self.init.get(name, []))
             m.submodules[f"{name}_buf"] = ram
             wp = ram.wr
             # `target == 0` would lint as a truncating `!target`.

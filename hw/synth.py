@@ -27,8 +27,8 @@ from amaranth.lib import wiring
 
 from sqaccel import files
 from sqaccel.errors import SqaccelError
-from sqaccel.hw.banked_ram import UNORDERED_PORTS
 from sqaccel.hw.board import ICEBREAKER, ULX3S, Board
+from sqaccel.hw.buffer_ram import UNORDERED_PORTS
 
 DEFAULT_OUT = Path("build") / "synth"  # under the current folder
 # Output kinds (sqaccel.files): the root and target folders, a run, a failed run's logs.

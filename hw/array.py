@@ -68,8 +68,8 @@ def slot_layout(cfg: AccelConfig) -> data.StructLayout:
         "first": 1,
         "last": 1,
         "new_j": 1,
-        # Meaningful on a last slot: the tile's rows m < M, columns n < N, and whether it is
-        # the command's final tile.
+        # The tile's rows m < M and columns n < N (carried by every slot of the tile: the
+        # row enables read them) and, on a last slot, whether it is the command's final tile.
         "rows": range(cfg.rows + 1),
         "cols": range(cfg.cols + 1),
         "final": 1,
@@ -90,6 +90,10 @@ def load_signature(cfg: AccelConfig) -> wiring.Signature:
         "tbl_we": Out(1),
         "tbl_addr": Out(range(cfg.levels)),
         "tbl_data": Out(step_table_bits(cfg)),
+        # The slot issued this cycle (S0) starts a column tile of `swap_cols` columns: the
+        # step tables swap in at the end of its S1.
+        "swap": Out(1),
+        "swap_cols": Out(range(cfg.cols + 1)),
         "bias_we": Out(1),
         "bias_data": Out(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)),
         "rq_we": Out(1),
@@ -100,7 +104,8 @@ def load_signature(cfg: AccelConfig) -> wiring.Signature:
 class PEArray(wiring.Component):
     """R x C PEs, column decoders, bias and requantisation registers, shadow drain, FIFO.
 
-    Members: ``slot`` (always-ready stream of slots), ``load`` (next-register writes),
+    Members: ``slot`` (always-ready stream of slots), ``load`` (next-register writes and
+    the announcement of a new_j slot's issue),
     ``relu`` (the command's layer has a ReLU), ``result`` (stream of result words), and the
     status of the slots inside the array (S2 on; the slot on ``slot`` is the issuer's to
     count): ``last_ok`` (a last slot may be issued now, unless one is on ``slot``: its
@@ -171,8 +176,18 @@ class PEArray(wiring.Component):
                 for t in range(tables):
                     lane = tbl_data[t * entry_bits : (t + 1) * entry_bits]
                     m.d.sync += tbl_next[t][tbl_addr].eq(lane)
-            with m.If(self.slot.valid & p.new_j):
-                m.d.sync += tbl_active.eq(tbl_next)
+            # The swap enables are a flip-flop per column, set a cycle ahead from the issue of
+            # the new_j slot (taken from the slot itself, one net reached every table bit
+            # across the array). Column c's is set only for a tile that has column c, which
+            # keeps synthesis from merging the copies; a column a tile lacks decodes stale
+            # words into lanes the result mask clears, and the next tile that has it swaps
+            # its table in again.
+            swap = [Signal(name=f"tbl_swap{c}") for c in range(C)]
+            for c in range(C):
+                m.d.sync += swap[c].eq(self.load.swap & (self.load.swap_cols > c))
+            for t in range(tables):
+                with m.If(swap[t]):
+                    m.d.sync += tbl_active[t].eq(tbl_next[t])
             # The multiplier columns' tables: the magnitude of each loaded step word, computed
             # between the load register and the table (off the slot path).
             mag_tables = sorted({c if tables > 1 else 0 for c in range(C) if kinds[c] == SQ_MULT})
@@ -186,7 +201,7 @@ class PEArray(wiring.Component):
                 mag = step_magnitude(m, cfg, lane, f"load_mag{t}")
                 with m.If(tbl_we):
                     m.d.sync += mag_next[t][tbl_addr].eq(mag)
-                with m.If(self.slot.valid & p.new_j):
+                with m.If(swap[t]):
                     m.d.sync += mag_active[t].eq(mag_next[t])
             # -- S2: decode once per column, broadcast down the column -----------------
             ib = cfg.index_bits
@@ -347,14 +362,23 @@ class PEArray(wiring.Component):
         # -- status --------------------------------------------------------------------
         # Slots from S2 on only: none of these depends on the slot being presented, so no
         # path runs from `slot` through the array back out (the issuer, which holds that
-        # slot in its own register, adds it).
-        in_flight = [s[n] for n in range(2, CAPTURE_STAGE + 1)]
-        last_in_flight = Cat(f.valid & f.last for f in in_flight).any()
+        # slot in its own register, adds it). Each is a flip-flop, computed a cycle ahead
+        # from the slot on `slot` and the stages before the ones it describes: the issuer's
+        # decisions start from registers.
+        ahead = [(self.slot.valid, p.last, p.new_j)]
+        ahead += [(s[n].valid, s[n].last, s[n].new_j) for n in range(2, CAPTURE_STAGE)]
+        last_ok = Signal(init=1)
+        swap_pending = Signal()
+        idle = Signal(init=1)
+        m.d.sync += [
+            last_ok.eq(~full_next & ~Cat(v & last for v, last, _ in ahead).any()),
+            swap_pending.eq(Cat(v & new_j for v, _, new_j in ahead[:SWAP_STAGE - 1]).any()),
+            idle.eq(~Cat(v for v, _, _ in ahead).any() & ~full_next
+                    & (credits_next == RESULT_FIFO_DEPTH)),
+        ]
         m.d.comb += [
-            self.last_ok.eq(~full & ~last_in_flight),
-            self.swap_pending.eq(Cat(s[n].valid & s[n].new_j
-                                     for n in range(2, SWAP_STAGE + 1)).any()),
-            self.idle.eq(~Cat(f.valid for f in in_flight).any() & ~full
-                         & (credits == RESULT_FIFO_DEPTH)),
+            self.last_ok.eq(last_ok),
+            self.swap_pending.eq(swap_pending),
+            self.idle.eq(idle),
         ]
         return m

@@ -9,7 +9,8 @@ was the board top's critical path. The project's rule is that a host never write
 running command reads (docs/hardware.md, "host_in packets"), so the buffers' memories carry
 ``UNORDERED_PORTS`` and the synthesis script (hw/synth.py) tells Yosys that such a read is
 undefined. The 4,096 x 64 activation buffer then maps to 16 DP16KD of 4,096 x 4 whose read
-data goes straight to the array's input flip-flops. Same words and cycles in simulation.
+data goes straight to the array's input flip-flops, which the synthesis flow moves into the
+blocks' own output registers (hw/bram_outreg.py). Same words and cycles in simulation.
 """
 
 from __future__ import annotations

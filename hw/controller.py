@@ -133,6 +133,13 @@ class Controller(wiring.Component):
             self.act_rd.addr.eq(act_addr),
             self.w_rd.addr.eq(w_addr),
         ]
+        # The array swaps its step tables in at the end of a new_j slot's S1, told now.
+        s0_cols = Signal(range(C + 1))
+        m.d.comb += [
+            s0_cols.eq(Mux(last_col_tile, n_left, C)),
+            self.load.swap.eq(issue & is_new_j),
+            self.load.swap_cols.eq(s0_cols),
+        ]
         # S1: the slot's flags, beside the words the buffers return now.
         s1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "new_j": 1,
                                        "rows": range(R + 1), "cols": range(C + 1),
@@ -143,7 +150,7 @@ class Controller(wiring.Component):
             s1.last.eq(is_last),
             s1.new_j.eq(is_new_j),
             s1.rows.eq(Mux(last_row_tile, m_left, R)),
-            s1.cols.eq(Mux(last_col_tile, n_left, C)),
+            s1.cols.eq(s0_cols),
             s1.final.eq(last_row_tile & last_col_tile),
         ]
         m.d.comb += [s1_last.eq(s1.valid & s1.last), s1_new_j.eq(s1.valid & s1.new_j)]
@@ -260,32 +267,34 @@ class Controller(wiring.Component):
             with m.If(refused | nothing):
                 m.d.sync += self.done.eq(1)
             with m.Else():
-                m.d.sync += [
-                    cmd.eq(c_in),
-                    running.eq(1),
-                    issuing.eq(1),
-                    k.eq(0),
-                    k_last2.eq(c_in.k - 2),
-                    k_one.eq(c_in.k == 1),
-                    m_one.eq(c_in.m <= R),
-                    is_first.eq(1),
-                    is_last.eq(c_in.k == 1),
-                    top_row.eq(1),
-                    last_row_tile.eq(c_in.m <= R),
-                    last_col_tile.eq(c_in.n <= C),
-                    m_left.eq(c_in.m),
-                    n_left.eq(c_in.n),
-                    act_addr.eq(c_in.act_base),
-                    w_addr.eq(c_in.w_base),
-                    w_tile.eq(c_in.w_base),
-                    next_loaded.eq(0),
-                    load_n_left.eq(c_in.n),
-                    load_more.eq(1),  # n >= 1 here
-                    param_addr.eq(c_in.param_base),
-                    entry.eq(0),
-                ]
-                if cfg.pe == "shift":
-                    m.d.sync += step_addr.eq(c_in.step_base)
+                m.d.sync += [running.eq(1), issuing.eq(1)]
+            # The counters and addresses load for every accepted command, refused or not
+            # (nothing reads them until `issuing` rises): the checks on the command then
+            # reach only the flags above, not the wide registers' enables.
+            m.d.sync += [
+                cmd.eq(c_in),
+                k.eq(0),
+                k_last2.eq(c_in.k - 2),
+                k_one.eq(c_in.k == 1),
+                m_one.eq(c_in.m <= R),
+                is_first.eq(1),
+                is_last.eq(c_in.k == 1),
+                top_row.eq(1),
+                last_row_tile.eq(c_in.m <= R),
+                last_col_tile.eq(c_in.n <= C),
+                m_left.eq(c_in.m),
+                n_left.eq(c_in.n),
+                act_addr.eq(c_in.act_base),
+                w_addr.eq(c_in.w_base),
+                w_tile.eq(c_in.w_base),
+                next_loaded.eq(0),
+                load_n_left.eq(c_in.n),
+                load_more.eq(1),  # n >= 1 for a command that runs
+                param_addr.eq(c_in.param_base),
+                entry.eq(0),
+            ]
+            if cfg.pe == "shift":
+                m.d.sync += step_addr.eq(c_in.step_base)
         with m.Elif(running & ~issuing & ~loading & ~loaded_soon & self.array_idle
                     & ~s1.valid):
             m.d.sync += [running.eq(0), self.done.eq(1)]

@@ -9,8 +9,9 @@ accumulator needs no delay line of its own. The pipeline has ``LATENCY`` stages 
 stalls (both streams are always-ready): whoever feeds it keeps room for what is in flight.
 
     stage 1  acc = sum + bias and the operands registered (M = 1, S = 0 in raw mode)
-    stage 2  the DSP blocks' operands registered again, with nothing in between
-    stage 3  partial products: each 17-bit slice of acc times M (one DSP block each)
+    stage 2  each 17-bit slice of acc and M registered again, with nothing in between
+    stage 3  partial products: each slice times M (``hw/dsp.py``: one DSP block each, these
+             two stages its input and output registers)
     stage 4  product = acc * M, the partial products added
     stage 5  rounded = product + 2^(S-1)
     stage 6  shifted = rounded >> S           (arithmetic: flooring)
@@ -19,9 +20,8 @@ stalls (both streams are always-ready): whoever feeds it keeps room for what is 
 The multiplier is split by hand so that neither the DSP blocks nor the adder that joins their
 outputs shares a cycle with anything else (on ECP5 the unsplit product, with the raw-mode
 multiplexer in front, limited the whole design to 78 MHz). The DSP block's own delay is
-about half a cycle at 125 MHz, so its operands come from flip-flops that feed nothing else
-and are fed by plain flip-flops: the placer can put them beside the DSP block, away from the
-shadow rows and the bias adder.
+about half a cycle at 125 MHz, so on ECP5 its operand and product registers are the block's
+own (``RegisteredMultiplier``): only routes to its inputs and from its output remain.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from amaranth.lib.wiring import In, Out
 
 from sqaccel import abi
 from sqaccel.config import AccelConfig
+from sqaccel.hw.dsp import RegisteredMultiplier
 
 LATENCY = 7
 # Width of the unsigned low slices of acc: a slice times the 16-bit M fits an 18 x 18 DSP.
@@ -96,22 +97,19 @@ class Requantiser(wiring.Component):
             relu1.eq(p.relu),
         ]
 
-        # Stage 2: the DSP blocks' operands, plain copies.
-        acc_d = reg(signed(acc_bits), "acc_dsp")
-        m_d = reg(unsigned(cfg.requant_m_bits), "m_dsp")
-        s_d, relu_d = reg(unsigned(cfg.requant_s_bits), "s_dsp"), reg(1, "relu_dsp")
-        m.d.sync += [acc_d.eq(acc1), m_d.eq(m1), s_d.eq(s1), relu_d.eq(relu1)]
-
-        # Stage 3: partial products of acc's slices (low slices unsigned, the top one signed).
+        # Stages 2 and 3: partial products of acc's slices (low slices unsigned, the top one
+        # signed), each a registered multiplier: operands registered, then the product.
         slices = []
         for lo in range(0, acc_bits, SLICE_BITS):
             hi = min(lo + SLICE_BITS, acc_bits)
-            part = acc_d[lo:hi] if hi < acc_bits else acc_d[lo:hi].as_signed()
-            pp = reg(signed(hi - lo + cfg.requant_m_bits + 1), f"pp{lo}")
-            m.d.sync += pp.eq(part * m_d)
-            slices.append((lo, pp))
+            part = acc1[lo:hi] if hi < acc_bits else acc1[lo:hi].as_signed()
+            mul = RegisteredMultiplier(part.shape(), m1.shape())
+            m.submodules[f"mul{lo}"] = mul
+            m.d.comb += [mul.a.eq(part), mul.b.eq(m1)]
+            slices.append((lo, mul.p))
+        s_d, relu_d = reg(unsigned(cfg.requant_s_bits), "s_dsp"), reg(1, "relu_dsp")
         s2, relu2 = reg(unsigned(cfg.requant_s_bits), "s2"), reg(1, "relu2")
-        m.d.sync += [s2.eq(s_d), relu2.eq(relu_d)]
+        m.d.sync += [s_d.eq(s1), relu_d.eq(relu1), s2.eq(s_d), relu2.eq(relu_d)]
 
         # Stage 4: the product, the partial products added.
         prod = reg(signed(prod_bits), "prod")

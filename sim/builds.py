@@ -71,13 +71,15 @@ def simulate(
     toplevel: str,
     test_module: str,
     build_dir: Path,
-    job: jobs.PEJob | jobs.AccelJob,
+    job: jobs.PEJob | jobs.MultJob | jobs.AccelJob,
     job_name: str,
     seed: int,
     waves: bool | None = None,
     testcase: str | Sequence[str] | None = None,
+    models: Sequence[Path] = (),
 ) -> CosimResult:
-    """Write ``job``, build ``verilog_file`` and run ``test_module`` on it."""
+    """Write ``job``, build ``verilog_file`` (with the primitive ``models`` it
+    instantiates) and run ``test_module`` on it."""
     waves = waves_requested() if waves is None else waves
     build_dir = Path(build_dir).resolve()  # the simulator runs inside it
     if waves:
@@ -88,7 +90,7 @@ def simulate(
     os.environ["MAKEFLAGS"] = " ".join([saved_flags or "", *MAKE_OPT_FLAGS]).strip()
     try:
         return run_cocotb(
-            sources=[verilog_file],
+            sources=[verilog_file, *models],
             toplevel=toplevel,
             test_module=test_module,
             build_dir=build_dir,

@@ -8,6 +8,9 @@ down once. Integer tensors travel as ``{"shape": [...], "values": [...]}``.
 
 - ``PEJob``: the PE bench (level 1): each PE's config, its input word's field widths, its
   latency and operand format, the cycle counts and the seed.
+- ``MultJob``: the multiplier bench (``hw/dsp.py``): each multiplier's operand and product
+  shapes, the
+  latency, the cycle count, the seed.
 - ``AccelJob``: the accelerator top (levels 2-4): ``batches`` of buffer loads and commands,
   each command with the output it must produce, its cycle count and a timeout; or a
   ``network``: every step in order, GEMM steps with their image words and commands, the
@@ -116,6 +119,20 @@ class PEJob:
 
 
 @dataclass
+class MultJob:
+    # Per multiplier: a width, a signed, b width, b signed, product width, product signed.
+    shapes: list[list[int]]
+    latency: int  # cycles from the operands to their product
+    cycles: int
+    seed: int
+    model_offset: int = 0  # added to multiplier 0's expected products (checker tests)
+
+    @classmethod
+    def from_json(cls, d: dict) -> MultJob:
+        return cls(**d)
+
+
+@dataclass
 class AccelJob:
     config: dict
     seed: int
@@ -146,7 +163,7 @@ class NetworkReport:
         return cls(**d)
 
 
-def write(job: PEJob | AccelJob | NetworkReport, path: str | Path) -> Path:
+def write(job: PEJob | MultJob | AccelJob | NetworkReport, path: str | Path) -> Path:
     return files.write_text(path, json.dumps(asdict(job)))
 
 
@@ -159,6 +176,10 @@ def _load(path: str | Path) -> dict:
 
 def read_pe_job() -> PEJob:
     return PEJob.from_json(_load(os.environ[JOB_ENV]))
+
+
+def read_mult_job() -> MultJob:
+    return MultJob.from_json(_load(os.environ[JOB_ENV]))
 
 
 def read_accel_job() -> AccelJob:

@@ -252,8 +252,10 @@ class PEArray(wiring.Component):
         # with no path through them critical: they are not used.)
         acc = [[None] * C for _ in range(R)]
         for r in range(R):
+            # A flip-flop, computed in S2: the comparison in front of it, reaching the C PEs'
+            # enables and accumulator clears, was the 16 x 16 array's critical path.
             row_en = Signal(name=f"row_en{r}")
-            m.d.comb += row_en.eq(s[3].valid & (s[3].rows > r))
+            m.d.sync += row_en.eq(s[2].valid & (s[2].rows > r))
             for c in range(C):
                 pe = make_pe(cfg, in_array=True, kind=kinds[c])
                 m.submodules[f"pe_{r}_{c}"] = pe

@@ -15,17 +15,20 @@ requantisation words, loaded beforehand into the *next* registers through ``load
 Pipeline, counted from the cycle a slot is presented on ``slot`` (S1; the controller issued
 its memory addresses in S0):
 
-    S1  slot in: activation and weight words straight from the buffers, registered
-    S2  column decode: code -> (sign, step word) through the active step table, registered
-    S3  PE stage 1 (product)
-    S4  PE stage 2: sum = acc + product; a last slot copies the R x C sums (the tile's dot
+    S1  slot in: activation and weight words straight from the buffers, registered (on
+        ECP5 in the block RAMs' own output registers, hw/bram_outreg.py)
+    S2  the words registered again, in the fabric beside the decoders and the PEs: the
+        route from the block RAMs meets no logic
+    S3  column decode: code -> (sign, step word) through the active step table, registered
+    S4  PE stage 1 (product)
+    S5  PE stage 2: sum = acc + product; a last slot copies the R x C sums (the tile's dot
         products, without the bias) into the shadow rows and clears the accumulators
 
-The step tables swap at the end of S1 of a ``new_j`` slot, the biases and requantisation
-words at the end of S3, so every tile in flight sees its own; a capture copies the column
+The step tables swap at the end of S2 of a ``new_j`` slot, the biases and requantisation
+words at the end of S4, so every tile in flight sees its own; a capture copies the column
 biases and requantisation words beside the shadow rows. The shadow rows (one per PE row)
 drain one row per cycle through the C column requantisers (which add the bias) into the
-result FIFO while the next tile computes: tiles run back to back as long as K >= R + 4.
+result FIFO while the next tile computes: tiles run back to back as long as K >= R + 6.
 """
 
 from __future__ import annotations
@@ -42,14 +45,14 @@ from sqaccel.hw.pe import SQ_MULT, column_kind, make_pe, step_magnitude, weight_
 from sqaccel.hw.requant import LATENCY as RQ_LATENCY
 from sqaccel.hw.requant import Requantiser, requant_word_layout
 
-# Slot stages before the PEs (S1 input register, S2 decode register).
-PRE_PE_STAGES = 2
+# Slot stages before the PEs (S1 input register, S2 fabric register, S3 decode register).
+PRE_PE_STAGES = 3
 # Stage (counting S1 = 1) in which the PEs' sums hold a slot's total: a last slot's sums are
 # captured at its end.
 CAPTURE_STAGE = PRE_PE_STAGES + PE_LATENCY
 # The last stage that reads the next registers (the biases and requantisation words swap at
 # its end): a new_j slot holds them until it leaves this stage.
-SWAP_STAGE = 3
+SWAP_STAGE = PRE_PE_STAGES + 1
 # Result FIFO entries; the drain only starts a row it has room for. A read returns its credit a
 # cycle late (registered, so that the reader's `ready` reaches no further than a flip-flop):
 # one entry more keeps the drain from waiting with `ready` high.
@@ -91,7 +94,7 @@ def load_signature(cfg: AccelConfig) -> wiring.Signature:
         "tbl_addr": Out(range(cfg.levels)),
         "tbl_data": Out(step_table_bits(cfg)),
         # The slot issued this cycle (S0) starts a column tile of `swap_cols` columns: the
-        # step tables swap in at the end of its S1.
+        # step tables swap in at the end of its S2.
         "swap": Out(1),
         "swap_cols": Out(range(cfg.cols + 1)),
         "bias_we": Out(1),
@@ -109,8 +112,8 @@ class PEArray(wiring.Component):
     ``relu`` (the command's layer has a ReLU), ``result`` (stream of result words), and the
     status of the slots inside the array (S2 on; the slot on ``slot`` is the issuer's to
     count): ``last_ok`` (a last slot may be issued now, unless one is on ``slot``: its
-    capture will find the shadow rows free), ``swap_pending`` (a new_j slot is in S2 or
-    S3: the next registers are not to be written), ``idle`` (nothing in flight, every
+    capture will find the shadow rows free), ``swap_pending`` (a new_j slot is in S2 to
+    S4: the next registers are not to be written), ``idle`` (nothing in flight, every
     result read).
     """
 
@@ -154,12 +157,19 @@ class PEArray(wiring.Component):
         w_in = Signal(data.ArrayLayout(unsigned(cfg.weight_bits), C), reset_less=True)
         m.d.sync += [x_in.eq(p.x), w_in.eq(p.w)]
 
-        # -- step tables: next (loaded) and active (used), swapped at the end of S1 ----
+        # -- S2: the words again, in flip-flops the placer puts beside their loads -----
+        # (The route from a block RAM across the array to the decoders, with the decode
+        # behind it, was the board top's critical path.)
+        x_mid = Signal.like(x_in, reset_less=True)
+        w_mid = Signal.like(w_in, reset_less=True)
+        m.d.sync += [x_mid.eq(x_in), w_mid.eq(w_in)]
+
+        # -- step tables: next (loaded) and active (used), swapped at the end of S2 ----
         kinds = [column_kind(cfg, c) for c in range(C)]
         x_op = Signal(data.ArrayLayout(unsigned(cfg.act_bits), R), reset_less=True)
         w_op = [Signal(weight_operand_shape(cfg, kinds[c]), name=f"w_op{c}", reset_less=True)
                 for c in range(C)]
-        m.d.sync += x_op.eq(x_in)
+        m.d.sync += x_op.eq(x_mid)
         if cfg.pe == "shift":
             tables = abi.step_lanes(cfg)
             table_t = data.ArrayLayout(data.ArrayLayout(unsigned(entry_bits), L), tables)
@@ -176,15 +186,19 @@ class PEArray(wiring.Component):
                 for t in range(tables):
                     lane = tbl_data[t * entry_bits : (t + 1) * entry_bits]
                     m.d.sync += tbl_next[t][tbl_addr].eq(lane)
-            # The swap enables are a flip-flop per column, set a cycle ahead from the issue of
-            # the new_j slot (taken from the slot itself, one net reached every table bit
-            # across the array). Column c's is set only for a tile that has column c, which
-            # keeps synthesis from merging the copies; a column a tile lacks decodes stale
-            # words into lanes the result mask clears, and the next tile that has it swaps
-            # its table in again.
+            # The swap enables are a flip-flop per column, set from the issue of the new_j
+            # slot (S0) through one more register, so that each is high in the slot's S2
+            # (taken from the slot itself, one net reached every table bit across the
+            # array). Column c's is set only for a tile that has column c, which keeps
+            # synthesis from merging the copies; a column a tile lacks decodes stale words
+            # into lanes the result mask clears, and the next tile that has it swaps its
+            # table in again.
+            swap_s1 = Signal()
+            swap_cols_s1 = Signal.like(self.load.swap_cols)
+            m.d.sync += [swap_s1.eq(self.load.swap), swap_cols_s1.eq(self.load.swap_cols)]
             swap = [Signal(name=f"tbl_swap{c}") for c in range(C)]
             for c in range(C):
-                m.d.sync += swap[c].eq(self.load.swap & (self.load.swap_cols > c))
+                m.d.sync += swap[c].eq(swap_s1 & (swap_cols_s1 > c))
             for t in range(tables):
                 with m.If(swap[t]):
                     m.d.sync += tbl_active[t].eq(tbl_next[t])
@@ -203,10 +217,10 @@ class PEArray(wiring.Component):
                     m.d.sync += mag_next[t][tbl_addr].eq(mag)
                 with m.If(swap[t]):
                     m.d.sync += mag_active[t].eq(mag_next[t])
-            # -- S2: decode once per column, broadcast down the column -----------------
+            # -- S3: decode once per column, broadcast down the column -----------------
             ib = cfg.index_bits
             for c in range(C):
-                code = w_in[c]
+                code = w_mid[c]
                 t = c if tables > 1 else 0
                 table, field = ((mag_active[t], w_op[c].mag) if kinds[c] == SQ_MULT
                                 else (tbl_active[t], w_op[c].step))
@@ -218,7 +232,7 @@ class PEArray(wiring.Component):
                             m.d.sync += field.eq(table[e])
         else:
             for c in range(C):
-                m.d.sync += w_op[c].eq(w_in[c])
+                m.d.sync += w_op[c].eq(w_mid[c])
 
         # -- biases and requantisation words: next and current ------------------------
         bias_next = Signal(data.ArrayLayout(acc_t, C), reset_less=True)
@@ -236,14 +250,15 @@ class PEArray(wiring.Component):
             m.d.sync += bias_next.eq(bias_in)
         with m.If(rq_we):
             m.d.sync += rq_next.eq(rq_in)
-        with m.If(s[3].valid & s[3].new_j):
+        swapping = s[SWAP_STAGE].valid & s[SWAP_STAGE].new_j
+        with m.If(swapping):
             m.d.sync += bias_cur.eq(bias_next)
-        with m.If(s[3].valid & s[3].new_j):
+        with m.If(swapping):
             m.d.sync += rq_cur.eq(rq_next)
 
-        # -- the PEs (S3, S4) ----------------------------------------------------------
+        # -- the PEs (S4, S5) ----------------------------------------------------------
         # The array's PE variant: no bias, cleared by a last slot (pe.py); its `sum` is the
-        # dot product while the slot is in S4.
+        # dot product while the slot is in S5.
         # A row's PEs accumulate only for tiles that have that row (`rows > r`): the rows' enables
         # then differ, so that synthesis keeps one enable (and one clear) per row instead of
         # merging them into one net across all R x C PEs. A row left out keeps the zero its
@@ -252,10 +267,11 @@ class PEArray(wiring.Component):
         # with no path through them critical: they are not used.)
         acc = [[None] * C for _ in range(R)]
         for r in range(R):
-            # A flip-flop, computed in S2: the comparison in front of it, reaching the C PEs'
+            # A flip-flop, computed in S3: the comparison in front of it, reaching the C PEs'
             # enables and accumulator clears, was the 16 x 16 array's critical path.
             row_en = Signal(name=f"row_en{r}")
-            m.d.sync += row_en.eq(s[2].valid & (s[2].rows > r))
+            pre = s[PRE_PE_STAGES]
+            m.d.sync += row_en.eq(pre.valid & (pre.rows > r))
             for c in range(C):
                 pe = make_pe(cfg, in_array=True, kind=kinds[c])
                 m.submodules[f"pe_{r}_{c}"] = pe
@@ -263,11 +279,11 @@ class PEArray(wiring.Component):
                     pe.x.eq(x_op[r]),
                     pe.w.eq(w_op[c]),
                     pe.en.eq(row_en),
-                    pe.last.eq(s[3].last),
+                    pe.last.eq(s[PRE_PE_STAGES + 1].last),
                 ]
                 acc[r][c] = pe.sum
 
-        # -- end of S4: capture into the shadow rows; drain one row per cycle ----------
+        # -- end of S5: capture into the shadow rows; drain one row per cycle ----------
         # `capture`, `drain` and the shadow rows' enable are flip-flops, each computed a
         # cycle ahead: they fan out to all R x C x acc_bits shadow bits, and a gate between
         # them and that fan-out was the array's critical path. The capture and the enable are

@@ -133,7 +133,7 @@ class Controller(wiring.Component):
             self.act_rd.addr.eq(act_addr),
             self.w_rd.addr.eq(w_addr),
         ]
-        # The array swaps its step tables in at the end of a new_j slot's S1, told now.
+        # The array swaps its step tables in at the end of a new_j slot's S2, told now.
         s0_cols = Signal(range(C + 1))
         m.d.comb += [
             s0_cols.eq(Mux(last_col_tile, n_left, C)),

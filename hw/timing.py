@@ -11,13 +11,13 @@ from sqaccel.config import AccelConfig
 from sqaccel.hw.array import CAPTURE_STAGE, SWAP_STAGE
 from sqaccel.hw.requant import LATENCY as REQUANT_LATENCY
 
-# From a last slot's issue (S0) to its capture into the shadow rows: S1..S4.
+# From a last slot's issue (S0) to its capture into the shadow rows: S1..S5.
 CAPTURE_AFTER = CAPTURE_STAGE
 # The result FIFO (SyncFIFOBuffered): a word written in one cycle is readable two later.
 FIFO_LATENCY = 2
 # From a drain cycle to the word's acceptance: requantiser + result FIFO.
 DRAIN_TO_OUT = REQUANT_LATENCY + FIFO_LATENCY
-# A new_j slot holds the next registers until it leaves S3.
+# A new_j slot holds the next registers until it leaves S4.
 SWAP_CYCLES = SWAP_STAGE + 1
 
 

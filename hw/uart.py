@@ -69,9 +69,18 @@ class UARTRx(wiring.Component):
         timer = Signal(range(self.divisor))
         bit = Signal(range(BYTE))
         shreg = Signal(BYTE)
+        # A good frame's byte goes out a cycle after its stop bit, from this flip-flop: the
+        # stop bit's checks (timer, line, overrun) in front of the byte register's enable,
+        # which the placer puts beside the reader's block RAM, were the board top's
+        # critical path. The overrun check stays valid for that cycle: a byte waiting then
+        # can only leave, and `shreg` holds until the next frame's data bits.
+        deliver = Signal()
+        m.d.sync += deliver.eq(0)
 
         with m.If(self.bytes.ready):
             m.d.sync += self.bytes.valid.eq(0)
+        with m.If(deliver):
+            m.d.sync += [self.bytes.payload.eq(shreg), self.bytes.valid.eq(1)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -108,7 +117,7 @@ class UARTRx(wiring.Component):
                         m.d.comb += self.overrun.eq(1)
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.sync += [self.bytes.payload.eq(shreg), self.bytes.valid.eq(1)]
+                        m.d.sync += deliver.eq(1)
                         m.next = "IDLE"
                 with m.Else():
                     m.d.sync += timer.eq(timer - 1)
@@ -227,31 +236,38 @@ class WordsToBytes(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         n = self.n_bytes
-        # The word is held while a byte index picks the next byte to send into a byte
-        # register: a word-wide shift register put its load-or-shift choice, behind a count
-        # comparison, on every bit of the word (the board top's critical path), and the
-        # index's multiplexer straight into the transmitter was the next one.
+        # The word is held while a byte index picks the byte after the one being sent into
+        # `following`, a register of its own, from which `byte` takes it: a word-wide shift
+        # register put its load-or-shift choice, behind a count comparison, on every bit of
+        # the word (the board top's critical path), and the index's multiplexer between
+        # the handshake and `byte` was the next one. `following` is a cycle behind the index,
+        # so a byte is offered only once it has caught up (`settled`): a cycle per byte,
+        # against a transmitter that takes ten bit times for each.
         word = Signal(n * BYTE, reset_less=True)
         byte = Signal(BYTE, reset_less=True)
+        following = Signal(BYTE, reset_less=True)  # byte index + 1 of the word
         index = Signal(range(n))  # the byte in `byte`
         full = Signal()  # a word is held: its bytes from `index` on are still to send
+        settled = Signal()  # `following` matches `index` and `word`
+
+        with m.Switch(index):
+            # An n-way case rather than a variable part select: the same multiplexer,
+            # lint-clean. After the last byte, `following` is not used.
+            for i in range(n - 1):
+                with m.Case(i):
+                    m.d.sync += following.eq(word[(i + 1) * BYTE : (i + 2) * BYTE])
 
         m.d.comb += [
-            self.bytes.valid.eq(full),
+            self.bytes.valid.eq(full & settled),
             self.bytes.payload.eq(byte),
             self.words.ready.eq(~full),
         ]
+        m.d.sync += settled.eq(1)
         with m.If(self.words.valid & ~full):
             m.d.sync += [word.eq(self.words.payload), byte.eq(self.words.payload[:BYTE]),
-                         index.eq(0), full.eq(1)]
-        with m.Elif(full & self.bytes.ready):
-            m.d.sync += index.eq(index + 1)
-            # An n-way case rather than a variable part select: the same multiplexer,
-            # lint-clean. The last byte leaves `byte` as it is.
-            with m.Switch(index):
-                for i in range(n - 1):
-                    with m.Case(i):
-                        m.d.sync += byte.eq(word[(i + 1) * BYTE : (i + 2) * BYTE])
+                         index.eq(0), full.eq(1), settled.eq(0)]
+        with m.Elif(self.bytes.valid & self.bytes.ready):
+            m.d.sync += [index.eq(index + 1), byte.eq(following), settled.eq(0)]
             with m.If(index == n - 1):
                 m.d.sync += full.eq(0)
         return m

@@ -250,11 +250,15 @@ class PEArray(wiring.Component):
             m.d.sync += bias_next.eq(bias_in)
         with m.If(rq_we):
             m.d.sync += rq_next.eq(rq_in)
-        swapping = s[SWAP_STAGE].valid & s[SWAP_STAGE].new_j
-        with m.If(swapping):
-            m.d.sync += bias_cur.eq(bias_next)
-        with m.If(swapping):
-            m.d.sync += rq_cur.eq(rq_next)
+        # Swapped by a flip-flop per column, set a stage ahead, and only for a tile that has
+        # the column (as the step tables): one flag reaching every bias and requantisation
+        # bit of the 16 x 16 array was its critical path.
+        ahead_swap = s[SWAP_STAGE - 1]
+        for c in range(C):
+            param_swap = Signal(name=f"param_swap{c}")
+            m.d.sync += param_swap.eq(ahead_swap.valid & ahead_swap.new_j & (ahead_swap.cols > c))
+            with m.If(param_swap):
+                m.d.sync += [bias_cur[c].eq(bias_next[c]), rq_cur[c].eq(rq_next[c])]
 
         # -- the PEs (S4, S5) ----------------------------------------------------------
         # The array's PE variant: no bias, cleared by a last slot (pe.py); its `sum` is the
@@ -323,8 +327,13 @@ class PEArray(wiring.Component):
             credits.eq(credits_next),
             drain.eq(drain_next),
         ]
+        # Row r's part of the capture (`capture_next & (prev.rows > r)`), itself a flip-flop
+        # computed a stage earlier: the row comparisons behind the stage register, in front
+        # of these flip-flops, were the 16 x 16 array's critical path.
+        before = s[CAPTURE_STAGE - 2]
         for r in range(R):
-            cap_next = capture_next & (prev.rows > r)
+            cap_next = Signal(name=f"capture_next{r}")
+            m.d.sync += cap_next.eq(before.valid & before.last & (before.rows > r))
             m.d.sync += [cap_row[r].eq(cap_next), shadow_en[r].eq(cap_next | drain_next)]
         with m.If(capture):
             m.d.sync += [

@@ -86,6 +86,18 @@ def result_layout(cfg: AccelConfig) -> data.StructLayout:
     return data.StructLayout({"data": data.ArrayLayout(signed(bits), lanes), "last": 1})
 
 
+def _lane_flags(m: Module, cond, count, n: int, name: str) -> list[Signal]:
+    """Flip-flops ``cond & (count > i)`` for i < n, a cycle after ``cond`` and ``count``:
+    one control per row or column, each reaching only that lane's registers. Lane i's is
+    set only when the tile has lane i, which keeps synthesis from merging the copies back
+    into one net across the array (such a net, or a comparison in front of it, was the
+    critical path each time)."""
+    flags = [Signal(name=f"{name}{i}") for i in range(n)]
+    for i, flag in enumerate(flags):
+        m.d.sync += flag.eq(cond & (count > i))
+    return flags
+
+
 def load_signature(cfg: AccelConfig) -> wiring.Signature:
     """Writes into the *next* step tables, biases and requantisation words (as the writer
     sees them; the array takes the flipped signature)."""
@@ -93,10 +105,6 @@ def load_signature(cfg: AccelConfig) -> wiring.Signature:
         "tbl_we": Out(1),
         "tbl_addr": Out(range(cfg.levels)),
         "tbl_data": Out(step_table_bits(cfg)),
-        # The slot issued this cycle (S0) starts a column tile of `swap_cols` columns: the
-        # step tables swap in at the end of its S2.
-        "swap": Out(1),
-        "swap_cols": Out(range(cfg.cols + 1)),
         "bias_we": Out(1),
         "bias_data": Out(data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)),
         "rq_we": Out(1),
@@ -107,8 +115,7 @@ def load_signature(cfg: AccelConfig) -> wiring.Signature:
 class PEArray(wiring.Component):
     """R x C PEs, column decoders, bias and requantisation registers, shadow drain, FIFO.
 
-    Members: ``slot`` (always-ready stream of slots), ``load`` (next-register writes and
-    the announcement of a new_j slot's issue),
+    Members: ``slot`` (always-ready stream of slots), ``load`` (next-register writes),
     ``relu`` (the command's layer has a ReLU), ``result`` (stream of result words), and the
     status of the slots inside the array (S2 on; the slot on ``slot`` is the issuer's to
     count): ``last_ok`` (a last slot may be issued now, unless one is on ``slot``: its
@@ -186,19 +193,10 @@ class PEArray(wiring.Component):
                 for t in range(tables):
                     lane = tbl_data[t * entry_bits : (t + 1) * entry_bits]
                     m.d.sync += tbl_next[t][tbl_addr].eq(lane)
-            # The swap enables are a flip-flop per column, set from the issue of the new_j
-            # slot (S0) through one more register, so that each is high in the slot's S2
-            # (taken from the slot itself, one net reached every table bit across the
-            # array). Column c's is set only for a tile that has column c, which keeps
-            # synthesis from merging the copies; a column a tile lacks decodes stale words
-            # into lanes the result mask clears, and the next tile that has it swaps its
-            # table in again.
-            swap_s1 = Signal()
-            swap_cols_s1 = Signal.like(self.load.swap_cols)
-            m.d.sync += [swap_s1.eq(self.load.swap), swap_cols_s1.eq(self.load.swap_cols)]
-            swap = [Signal(name=f"tbl_swap{c}") for c in range(C)]
-            for c in range(C):
-                m.d.sync += swap[c].eq(swap_s1 & (swap_cols_s1 > c))
+            # The swap enables, a flip-flop per column, high in the new_j slot's S2. A
+            # column a tile lacks decodes stale words into lanes the result mask clears,
+            # and the next tile that has it swaps its table in again.
+            swap = _lane_flags(m, self.slot.valid & p.new_j, p.cols, C, "tbl_swap")
             for t in range(tables):
                 with m.If(swap[t]):
                     m.d.sync += tbl_active[t].eq(tbl_next[t])
@@ -250,14 +248,12 @@ class PEArray(wiring.Component):
             m.d.sync += bias_next.eq(bias_in)
         with m.If(rq_we):
             m.d.sync += rq_next.eq(rq_in)
-        # Swapped by a flip-flop per column, set a stage ahead, and only for a tile that has
-        # the column (as the step tables): one flag reaching every bias and requantisation
-        # bit of the 16 x 16 array was its critical path.
+        # Swapped by a flip-flop per column (as the step tables), high in SWAP_STAGE.
         ahead_swap = s[SWAP_STAGE - 1]
+        param_swap = _lane_flags(m, ahead_swap.valid & ahead_swap.new_j, ahead_swap.cols, C,
+                                "param_swap")
         for c in range(C):
-            param_swap = Signal(name=f"param_swap{c}")
-            m.d.sync += param_swap.eq(ahead_swap.valid & ahead_swap.new_j & (ahead_swap.cols > c))
-            with m.If(param_swap):
+            with m.If(param_swap[c]):
                 m.d.sync += [bias_cur[c].eq(bias_next[c]), rq_cur[c].eq(rq_next[c])]
 
         # -- the PEs (S4, S5) ----------------------------------------------------------
@@ -270,19 +266,18 @@ class PEArray(wiring.Component):
         # cycle ahead, cost about 15 more LUT4 per PE on ECP5 once Yosys flattens the array,
         # with no path through them critical: they are not used.)
         acc = [[None] * C for _ in range(R)]
+        # Flip-flops computed in S3: the comparison in front of a row's enable, reaching the
+        # C PEs' enables and accumulator clears, was the 16 x 16 array's critical path.
+        pre = s[PRE_PE_STAGES]
+        row_en = _lane_flags(m, pre.valid, pre.rows, R, "row_en")
         for r in range(R):
-            # A flip-flop, computed in S3: the comparison in front of it, reaching the C PEs'
-            # enables and accumulator clears, was the 16 x 16 array's critical path.
-            row_en = Signal(name=f"row_en{r}")
-            pre = s[PRE_PE_STAGES]
-            m.d.sync += row_en.eq(pre.valid & (pre.rows > r))
             for c in range(C):
                 pe = make_pe(cfg, in_array=True, kind=kinds[c])
                 m.submodules[f"pe_{r}_{c}"] = pe
                 m.d.comb += [
                     pe.x.eq(x_op[r]),
                     pe.w.eq(w_op[c]),
-                    pe.en.eq(row_en),
+                    pe.en.eq(row_en[r]),
                     pe.last.eq(s[PRE_PE_STAGES + 1].last),
                 ]
                 acc[r][c] = pe.sum
@@ -331,10 +326,9 @@ class PEArray(wiring.Component):
         # computed a stage earlier: the row comparisons behind the stage register, in front
         # of these flip-flops, were the 16 x 16 array's critical path.
         before = s[CAPTURE_STAGE - 2]
+        cap_next = _lane_flags(m, before.valid & before.last, before.rows, R, "capture_next")
         for r in range(R):
-            cap_next = Signal(name=f"capture_next{r}")
-            m.d.sync += cap_next.eq(before.valid & before.last & (before.rows > r))
-            m.d.sync += [cap_row[r].eq(cap_next), shadow_en[r].eq(cap_next | drain_next)]
+            m.d.sync += [cap_row[r].eq(cap_next[r]), shadow_en[r].eq(cap_next[r] | drain_next)]
         with m.If(capture):
             m.d.sync += [
                 rows_left.eq(cap.rows),

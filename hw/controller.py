@@ -133,13 +133,6 @@ class Controller(wiring.Component):
             self.act_rd.addr.eq(act_addr),
             self.w_rd.addr.eq(w_addr),
         ]
-        # The array swaps its step tables in at the end of a new_j slot's S2, told now.
-        s0_cols = Signal(range(C + 1))
-        m.d.comb += [
-            s0_cols.eq(Mux(last_col_tile, n_left, C)),
-            self.load.swap.eq(issue & is_new_j),
-            self.load.swap_cols.eq(s0_cols),
-        ]
         # S1: the slot's flags, beside the words the buffers return now.
         s1 = Signal(data.StructLayout({"valid": 1, "first": 1, "last": 1, "new_j": 1,
                                        "rows": range(R + 1), "cols": range(C + 1),
@@ -150,7 +143,7 @@ class Controller(wiring.Component):
             s1.last.eq(is_last),
             s1.new_j.eq(is_new_j),
             s1.rows.eq(Mux(last_row_tile, m_left, R)),
-            s1.cols.eq(s0_cols),
+            s1.cols.eq(Mux(last_col_tile, n_left, C)),
             s1.final.eq(last_row_tile & last_col_tile),
         ]
         m.d.comb += [s1_last.eq(s1.valid & s1.last), s1_new_j.eq(s1.valid & s1.new_j)]

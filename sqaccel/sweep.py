@@ -500,7 +500,7 @@ def yosys_fit(point: Point, n: int, target: str, work: Path) -> dict:
     cfg = point.accel_config().with_changes(rows=n, cols=n)
     name = f"{point.name}-{n}x{n}" + (f"-m{cfg.mult_cols}" if cfg.mult_cols else "")
     module_cells(build_design("array", cfg, t, baud=115_200), t, name,
-                 options=design_options("array", t, dsp=point.dsp), out_root=work)
+                 options=design_options("array", t, dsp=point.dsp), out_root=work, reuse=True)
     stat = json.loads((work / t.name / name / "yosys_stat.json").read_bytes())
     cells = yosys_cells(stat)
     return {
@@ -555,6 +555,7 @@ def _resolve_largest(point: Point, grid: Grid, out: Path, cache: str | None,
     work = root / "yosys"
     base: dict[int, dict] = {}  # the point without multiplier columns, by size
     estimates: dict[int, dict] = {}  # the point as built at each size
+    failed: dict[int, str] = {}  # sizes whose Yosys run failed, with the reason
     hi = min(SIZE_LIMITS["rows"][1], SIZE_LIMITS["cols"][1])
 
     def fit(p: Point, n: int) -> dict:
@@ -589,9 +590,18 @@ def _resolve_largest(point: Point, grid: Grid, out: Path, cache: str | None,
         return est
 
     def fits(n: int) -> bool:
+        if n in failed:
+            return False
         if n not in estimates:
             p = point.with_config(**config_at(n))
-            estimates[n] = base[n] if not point.fill_dsp and n in base else fit(p, n)
+            try:
+                estimates[n] = base[n] if not point.fill_dsp and n in base else fit(p, n)
+            except SqaccelError as e:
+                # A size the synthesis tool cannot build does not fit this flow (Yosys
+                # 0.70's ABC9 stops on a few array shapes); the reason stays in the answer.
+                failed[n] = str(e).splitlines()[0]
+                say(f"  {point.name}: {n}x{n} not synthesised: {failed[n]}")
+                return False
         return all(estimates[n][k] <= limits[k] for k in limits)
 
     # The largest n that three small sizes predict (each resource as a + b n + d n^2) is
@@ -620,7 +630,7 @@ def _resolve_largest(point: Point, grid: Grid, out: Path, cache: str | None,
         if "error" not in r:
             files.write_json(memo, {"key": key, "size": n, "config": p.config,
                                     "estimates": estimates, "available": avail,
-                                    "not_placed": tried})
+                                    "not_synthesised": failed, "not_placed": tried})
             return p
         tried.append(n)
         n -= 1

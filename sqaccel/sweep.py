@@ -417,8 +417,7 @@ def run_sweep(grid: Grid, out: str | Path, *, workers: int = 1, ray_address: str
                 f"{r['resources']['logic_cells']} cells, {r['fmax_mhz']} MHz")
         say(f"  {key}: {what} ({r['wall_s']:.0f} s)")
 
-    with contextlib.ExitStack() as stack:
-        ray = stack.enter_context(_ray_session(ray_address, workers)) if ray_address else None
+    with _ray_session(ray_address, workers) if ray_address else contextlib.nullcontext() as ray:
         where = f"on Ray at {ray_address}" if ray_address else f"{workers} workers"
 
         def execute(calls: list[Call], done: Callable[[str, dict], None]) -> None:
@@ -446,8 +445,7 @@ def run_sweep(grid: Grid, out: str | Path, *, workers: int = 1, ray_address: str
                 else:
                     points[i] = dataclasses.replace(points[i], config=r["config"])
 
-            execute([(str(i), largest_job,
-                      (points[i].spec(), grid.spec(), str(out.resolve()), cache))
+            execute([(str(i), largest_job, (points[i], grid, str(out.resolve()), cache))
                      for i in largest], found)
             if errors:
                 raise SqaccelError(errors[0])
@@ -512,27 +510,21 @@ def yosys_fit(point: Point, n: int, target: str, work: Path) -> dict:
     }
 
 
-def largest_job(point_spec: dict, grid_spec: dict, out: str, cache: str | None) -> dict:
+def largest_job(point: Point, grid: Grid, out: str, cache: str | None) -> dict:
     """A largest point resolved in a worker (process pool or Ray task): its config, the
     place-and-route runs made on the way (by job key) and the progress lines, or ``error``."""
     if cache and not os.environ.get("YOWASP_CACHE_DIR"):
         os.environ["YOWASP_CACHE_DIR"] = cache
-    g = grid_spec
-    grid = Grid(g["target"], tuple(g["seeds"]), (), g["timeout_s"], largest_fill=g["largest_fill"])
-    root = Path(out)
     records: dict[str, dict] = {}
     log: list[str] = []
     try:
-        p = _resolve_largest(Point(**point_spec), grid, root, cache,
-                             lambda q, seed: _job_folder(root, q, seed),
-                             records.__setitem__, log.append)
+        p = _resolve_largest(point, grid, Path(out), cache, records.__setitem__, log.append)
     except SqaccelError as e:
         return {"error": str(e), "records": records, "log": log}
     return {"config": p.config, "records": records, "log": log}
 
 
 def _resolve_largest(point: Point, grid: Grid, out: Path, cache: str | None,
-                     folder_of: Callable[[Point, int], Path],
                      record: Callable[[str, dict], None], say: Callable[[str], None]) -> Point:
     """``point`` at the largest n x n that fits: bisection on Yosys's counts against the
     device's available cells (times ``largest_fill``), then place-and-route of the first
@@ -620,7 +612,7 @@ def _resolve_largest(point: Point, grid: Grid, out: Path, cache: str | None,
     while n >= 1:
         p = point.with_config(**config_at(n))
         seed = grid.seeds[0]
-        spec, folder = job_spec(grid, p, seed), folder_of(p, seed)
+        spec, folder = job_spec(grid, p, seed), _job_folder(out, p, seed)
         r = finished(folder, spec)
         if r is None:
             say(f"  {point.name}: confirming {n}x{n} by place-and-route (seed {seed})")

@@ -167,7 +167,6 @@ def test_the_largest_array_and_the_hybrids_dsp_columns(tmp_path, monkeypatch):
 
     def largest(point, out):
         return sweep._resolve_largest(point, grid, tmp_path / out, None,
-                                      lambda p, s: tmp_path / out / "jobs" / str(p.config["rows"]),
                                       lambda k, r: None, lambda s: None)
 
     unroutable = [None]

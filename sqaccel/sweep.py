@@ -390,20 +390,36 @@ def _check_folder(out: Path, grid: Grid, force: bool) -> None:
                            "(finished jobs of unchanged points are kept)")
 
 
+def select_points(grid: Grid, names: Iterable[str]) -> Grid:
+    """``grid`` with only the points named (in the grid's order)."""
+    names = list(names)
+    known = [p.name for p in grid.points]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SqaccelError(f"the grid has no point {unknown[0]!r}; its points: "
+                           f"{', '.join(known)}")
+    return dataclasses.replace(grid, points=tuple(p for p in grid.points if p.name in names))
+
+
 def run_sweep(grid: Grid, out: str | Path, *, workers: int = 1, ray_address: str | None = None,
-              force: bool = False, progress: Callable[[str], None] | None = None
-              ) -> SweepResult:
+              force: bool = False, progress: Callable[[str], None] | None = None,
+              only: Iterable[str] = ()) -> SweepResult:
     """Runs every unfinished job of ``grid`` into ``out`` (module docstring) and writes the
-    results: results.json, results.csv, summary.md, pareto.png."""
+    results: results.json, results.csv, summary.md, pareto.png. ``only``: the names of the
+    points to sweep this time; the folder still records the whole grid, so that sweeping
+    all of it later reuses their jobs."""
     say = progress or (lambda s: None)
     out = Path(out)
     if workers < 1:
         raise SqaccelError(f"workers must be >= 1, got {workers}")
-    _check_folder(out, grid, force)
+    whole, only = grid, list(only)
+    if only:
+        grid = select_points(whole, only)
+    _check_folder(out, whole, force)
     nets = _load_networks(grid)  # damaged images stop the sweep before any synthesis
     t0 = time.monotonic()
     files.check_container(out, SWEEP_KIND)
-    files.write_json(out / GRID_COPY, grid.spec())
+    files.write_json(out / GRID_COPY, whole.spec())
     cache = os.environ.get("YOWASP_CACHE_DIR") or str(Path("build/yowasp-cache").resolve())
     files.check_container(out / "jobs", SWEEP_KIND)
 

@@ -60,6 +60,26 @@ def test_pool_and_ray_agree_and_an_interrupted_sweep_resumes(tmp_path, capsys):
     assert forced.ran == [] and forced.reused == ["pe-shift/seed1"]
 
 
+def test_one_point_of_a_grid_then_the_rest_reusing_it(tmp_path, capsys):
+    grid_file = tmp_path / "grid.json"
+    grid_file.write_text(json.dumps(GRID))
+    out = tmp_path / "sweep"
+    with pytest.raises(SqaccelError, match="no point 'pe-dsp'; its points: pe-shift, pe-mult"):
+        run_sweep(load_grid(grid_file), out, only=["pe-dsp"])
+    assert not out.exists()
+
+    assert cli.main(["sweep", str(grid_file), "--out", str(out), "--point", "pe-mult",
+                     "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["ran"] == ["pe-mult/seed1"] and [r["name"] for r in one["points"]] == ["pe-mult"]
+    assert not (out / "jobs" / "pe-shift").exists()
+    # The folder records the whole grid: sweeping it needs no --force and keeps pe-mult's job.
+    assert json.loads((out / "grid.json").read_text()) == load_grid(grid_file).spec()
+    rest = run_sweep(load_grid(grid_file), out)
+    assert rest.ran == ["pe-shift/seed1"] and rest.reused == ["pe-mult/seed1"]
+    assert figures([r for r in rest.rows if r["name"] == "pe-mult"]) == figures(one["points"])
+
+
 def test_without_ray_the_option_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(SqaccelError, match=r"pip install 'sqaccel\[cluster\]'"):

@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the jobs as Ray tasks on the cluster at ADDRESS ('auto', "
                    "'ray://host:10001', or 'local' for a fresh local instance); needs "
                    "sqaccel[cluster]")
+    p.add_argument("--point", action="append", default=[], metavar="NAME",
+                   help="sweep only this point of the grid (repeatable); the folder keeps "
+                   "the whole grid, and a later sweep of it reuses this one's jobs")
     p.add_argument("--force", action="store_true",
                    help="sweep into a sweep folder made with another grid")
     p.add_argument("--json", action="store_true",
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     stream = sys.stderr if args.json else sys.stdout
     res = run_sweep(load_grid(args.grid), args.out, workers=args.workers,
-                    ray_address=args.ray, force=args.force,
+                    ray_address=args.ray, force=args.force, only=args.point,
                     progress=lambda line: print(line, file=stream, flush=True))
     if args.json:
         print(json.dumps(res.to_dict(), indent=1))

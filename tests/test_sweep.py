@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from sqaccel import cli
 from sqaccel.errors import SqaccelError
 from sqaccel.sweep import load_grid, pareto, parse_grid, point_row, run_sweep
 
+ROOT = Path(__file__).resolve().parents[1]
 GRID = {"target": "ecp5", "seeds": [1],
         "points": [{"name": "pe-shift", "design": "pe", "pe": "shift", "dsp": False},
                    {"name": "pe-mult", "design": "pe", "pe": "mult", "dsp": False}]}
@@ -78,6 +80,13 @@ def test_one_point_of_a_grid_then_the_rest_reusing_it(tmp_path, capsys):
     rest = run_sweep(load_grid(grid_file), out)
     assert rest.ran == ["pe-shift/seed1"] and rest.reused == ["pe-mult/seed1"]
     assert figures([r for r in rest.rows if r["name"] == "pe-mult"]) == figures(one["points"])
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "bench" / "grids").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_the_benchmark_grids_parse(path):
+    grid = load_grid(path)
+    assert grid.points and grid.seeds
 
 
 def test_without_ray_the_option_says_how_to_install_it(tmp_path, monkeypatch):

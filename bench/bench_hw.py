@@ -101,9 +101,9 @@ def compare(rows: list[dict]) -> dict:
           for k in ("shift", "mult-LUT", "mult-DSP")}
     full = {k: one(lambda r, k=k: r["largest"] and kind(r) == k) for k in FULL_KINDS}
     per = {k: per_pe(rows, k) for k in ("shift", "mult-LUT")}
-    mult_arrays = [r for r in rows if r["design"] == "array" and r["pe"] == "mult"
-                   and _ok(r, "peak_gops")]
-    best_mult = max(mult_arrays, key=lambda r: r["peak_gops"], default=None)
+    # The full-device comparison takes the largest arrays only: a grid without them has none.
+    mult_full = [r for r in (full["mult-LUT"], full["mult-DSP"]) if _ok(r, "peak_gops")]
+    best_mult = max(mult_full, key=lambda r: r["peak_gops"], default=None)
     cmp: dict[str, tuple] = {}
 
     def pair(name: str, s, m) -> None:
@@ -119,10 +119,13 @@ def compare(rows: list[dict]) -> dict:
              per["shift"]["cells_per_pe"], per["mult-LUT"]["cells_per_pe"])
     shift_side = [r for r in (full["shift"], full["hybrid"]) if _ok(r, "peak_gops")]
     best_shift = max(shift_side, key=lambda r: r["peak_gops"], default=None)
-    pair("full device, peak GOPS (best of shift-add and hybrid"
-         + (f", {best_shift['name']}" if best_shift else "")
-         + " / best multiplier-only array" + (f", {best_mult['name']})" if best_mult else ")"),
-         best_shift and best_shift["peak_gops"], best_mult and best_mult["peak_gops"])
+    gops = None
+    if best_shift or best_mult:
+        pair("full device, peak GOPS (best of shift-add and hybrid"
+             + (f", {best_shift['name']}" if best_shift else "")
+             + " / best multiplier-only array" + (f", {best_mult['name']})" if best_mult else ")"),
+             best_shift and best_shift["peak_gops"], best_mult and best_mult["peak_gops"])
+        gops = cmp[next(k for k in cmp if k.startswith("full device, peak"))][2]
     for k in FULL_KINDS:
         r = full[k]
         if r is not None:
@@ -131,7 +134,6 @@ def compare(rows: list[dict]) -> dict:
     a16 = one(lambda r: r["design"] == "array" and not r["largest"] and kind(r) == "shift"
               and r["rows"] == AIM_ARRAY_SIZE and r["cols"] == AIM_ARRAY_SIZE)
     ratio = cmp.get(next((k for k in cmp if k.startswith("cells per PE")), ""), (0, 0, None))[2]
-    gops = cmp[next(k for k in cmp if k.startswith("full device, peak"))][2]
     top = one(lambda r: r["design"] == "top")
     aims = {
         f"{AIM_ARRAY_SIZE}x{AIM_ARRAY_SIZE} shift-add array >= {AIM_ARRAY_FMAX:g} MHz "

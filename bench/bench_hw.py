@@ -121,11 +121,12 @@ def compare(rows: list[dict]) -> dict:
     best_shift = max(shift_side, key=lambda r: r["peak_gops"], default=None)
     gops = None
     if best_shift or best_mult:
-        pair("full device, peak GOPS (best of shift-add and hybrid"
-             + (f", {best_shift['name']}" if best_shift else "")
-             + " / best multiplier-only array" + (f", {best_mult['name']})" if best_mult else ")"),
-             best_shift and best_shift["peak_gops"], best_mult and best_mult["peak_gops"])
-        gops = cmp[next(k for k in cmp if k.startswith("full device, peak"))][2]
+        name = ("full device, peak GOPS (best of shift-add and hybrid"
+                + (f", {best_shift['name']}" if best_shift else "")
+                + " / best multiplier-only array"
+                + (f", {best_mult['name']})" if best_mult else ")"))
+        pair(name, best_shift and best_shift["peak_gops"], best_mult and best_mult["peak_gops"])
+        gops = cmp[name][2]
     for k in FULL_KINDS:
         r = full[k]
         if r is not None:

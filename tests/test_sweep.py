@@ -161,8 +161,7 @@ def test_the_largest_array_and_the_hybrids_dsp_columns(tmp_path, monkeypatch):
                 "bram": 4}
 
     fitted = []
-
-    crashes = [None]
+    crashes = [None]  # a size whose Yosys run fails
 
     def fake_fit(point, n, target, work):
         fitted.append((n, point.config.get("mult_cols", 0)))
